@@ -1,0 +1,38 @@
+# behavior-stream developer entry points. `make demo` and `make test` are the quick start.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-faults lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first: the local CPU wheel, so nothing pulls a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	@command -v kcat >/dev/null 2>&1 || ./.ci/install-kcat || echo "kcat not installed: kcat interop tests will be skipped"
+	touch $(STAMP)
+
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/bstream demo
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" --durations=15
+
+test-faults: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/faults
+
+lint: install
+	$(BIN)/ruff check stream model tests
+	$(BIN)/ruff format --check stream model tests
+	$(BIN)/mypy stream model
+
+bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/bstream bench --json bench-report/bench.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
