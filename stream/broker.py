@@ -106,7 +106,7 @@ class EmbeddedBroker:
         self.stop()
         raise BrokerError(f"broker not ready on {self.bootstrap} after {timeout:.0f}s")
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
         """Stop the broker (SIGTERM, then SIGKILL); safe to call twice."""
         proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:
@@ -117,7 +117,7 @@ class EmbeddedBroker:
                 proc.kill()
                 proc.wait()
         if self._log_file not in (None, subprocess.DEVNULL):
-            self._log_file.close()  # type: ignore[union-attr]
+            self._log_file.close()  # type: ignore[attr-defined]
         self._log_file = None
         atexit.unregister(self.stop)
 

@@ -1,0 +1,151 @@
+"""TorchScript export with a parity check against eager; a failing bundle is never written."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from model.bundle import (
+    CHECKPOINT_FILE,
+    META_FILE,
+    MODEL_FILE,
+    TOKENIZER_DIR,
+    BundleMeta,
+    sha256_file,
+    write_meta,
+)
+from model.encoding import EncodingConfig
+from model.model import BehaviorBert, ModelConfig, Probabilities
+
+PARITY_TOL = 1e-4
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class ExportError(Exception):
+    """The traced model disagrees with eager (or cannot be traced); nothing was written."""
+
+
+def synthetic_batch(
+    vocab_size: int, batch: int, length: int, seed: int, cls_id: int = 101
+) -> Batch:
+    """Random token ids with rows of different true lengths (row 0 full, others padded)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(999, vocab_size, (batch, length), generator=gen)
+    ids[:, 0] = cls_id
+    mask = torch.ones(batch, length, dtype=torch.long)
+    for row in range(1, batch):
+        true_len = max(2, length * (batch - row) // (batch + 1))
+        mask[row, true_len:] = 0
+        ids[row, true_len:] = 0
+    return ids, mask
+
+
+def parity_batches(vocab_size: int, lengths: Sequence[int], seed: int = 1) -> list[Batch]:
+    """Held-out check inputs: each padding length, several batch sizes, not the trace input."""
+    return [synthetic_batch(vocab_size, 3 + i % 3, n, seed + i) for i, n in enumerate(lengths)]
+
+
+def trace(module: nn.Module, example: Batch) -> torch.jit.ScriptModule:
+    """Trace `module` (eval mode, no grad) on an example that includes padding."""
+    module.eval()
+    # HF warns about shape-dependent Python branches; the parity check is what proves the trace.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(module, example, check_trace=False)
+    return traced
+
+
+def max_parity_diff(scripted: nn.Module, eager: nn.Module, batches: Sequence[Batch]) -> float:
+    """max |p_scripted - p_eager| over the batches."""
+    eager.eval()
+    worst = 0.0
+    with torch.no_grad():
+        for ids, mask in batches:
+            worst = max(worst, float((scripted(ids, mask) - eager(ids, mask)).abs().max()))
+    return worst
+
+
+def checked_trace(
+    model: nn.Module, vocab_size: int, lengths: Sequence[int]
+) -> tuple[torch.jit.ScriptModule, float]:
+    """Trace Probabilities(model) and verify parity; ExportError when max |dp| >= PARITY_TOL."""
+    eager = Probabilities(model).eval()
+    example = synthetic_batch(vocab_size, 2, 16, seed=0)
+    try:
+        scripted = trace(eager, example)
+        diff = max_parity_diff(scripted, eager, parity_batches(vocab_size, lengths))
+    except (RuntimeError, torch.jit.Error) as exc:  # type: ignore[attr-defined]
+        raise ExportError(f"TorchScript export failed: {exc}") from exc
+    if not diff < PARITY_TOL:
+        raise ExportError(
+            f"TorchScript parity check failed: max |dp| = {diff:.3g} >= {PARITY_TOL}; "
+            "bundle not written"
+        )
+    return scripted, diff
+
+
+def export_bundle(
+    model: BehaviorBert,
+    tokenizer: Any,
+    encoding: EncodingConfig,
+    out_dir: Path | str,
+    *,
+    base_model: str,
+    data_fingerprint: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    dp_epsilon: float | None = None,
+    save_checkpoint: bool = True,
+) -> Path:
+    """Trace, check parity, then write the bundle atomically (staging dir, then rename)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / META_FILE).is_file():
+        raise ExportError(f"refusing to overwrite {out_dir}: it exists and is not a bundle")
+    model = model.cpu().eval()
+    vocab_size = int(model.bert.config.vocab_size)
+    scripted, diff = checked_trace(model, vocab_size, encoding.length_buckets())
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        torch.jit.save(scripted, str(staging / MODEL_FILE))
+        tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
+        files = {MODEL_FILE: sha256_file(staging / MODEL_FILE)}
+        if save_checkpoint:
+            torch.save(
+                {"model": model.config.to_dict(), "state": model.state_dict()},
+                staging / CHECKPOINT_FILE,
+            )
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        meta = BundleMeta(
+            version=f"{'-'.join(model.config.labels)}-{stamp}-{files[MODEL_FILE][:8]}",
+            base_model=base_model,
+            labels=list(model.config.labels),
+            max_len=encoding.max_len,
+            encoding=encoding.to_dict(),
+            model=model.config.to_dict(),
+            data_fingerprint=data_fingerprint,
+            metrics={**(metrics or {}), "export_parity_max_abs_diff": diff},
+            dp_epsilon=dp_epsilon,
+            files=files,
+        )
+        write_meta(staging, meta)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def load_checkpoint(path: Path | str) -> BehaviorBert:
+    """Rebuild the eager model from a checkpoint.pt written by export_bundle or training."""
+    data = torch.load(str(path), map_location="cpu", weights_only=True)
+    return BehaviorBert.from_state(ModelConfig.from_dict(data["model"]), data["state"])

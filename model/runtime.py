@@ -1,0 +1,156 @@
+"""Load a bundle and predict label probabilities for user windows (the worker's only model API).
+
+>>> rt = Runtime.load("bundle/", device="auto")  # doctest: +SKIP
+>>> rt.predict([[{"event_type": "cart", "ts": 1700000000000, "item_id": "7"}]]) # doctest: +SKIP
+[{'purchase': 0.31}]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import warnings
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from model.bundle import MODEL_FILE, TOKENIZER_DIR, BundleError, BundleMeta, validate_bundle
+from model.encoding import Encoded, Encoder, EncodingConfig, bucket_for
+from model.export import synthetic_batch, trace
+from model.model import BehaviorBert, ModelConfig
+
+__all__ = ["BundleError", "Runtime"]
+
+log = logging.getLogger(__name__)
+MAX_CHUNK = 128  # rows per model call; larger batches are split
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but no CUDA GPU is available")
+    return device
+
+
+def load_tokenizer(path: Path) -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def eager_from_script(script: torch.jit.ScriptModule, meta: BundleMeta) -> BehaviorBert:
+    """Rebuild the eager model from the weights inside model.ts (keys are 'model.<...>')."""
+    state = {k.removeprefix("model."): v for k, v in script.state_dict().items()}
+    return BehaviorBert.from_state(ModelConfig.from_dict(meta.model), state)
+
+
+class Runtime:
+    """A loaded bundle: encoder + model on one device. predict() is thread-safe."""
+
+    def __init__(
+        self, module: nn.Module, encoder: Encoder, meta: BundleMeta, device: str, dtype: torch.dtype
+    ) -> None:
+        self.module = module
+        self.encoder = encoder
+        self.meta = meta
+        self.version: str = meta.version
+        self.labels: list[str] = list(meta.labels)
+        self.max_len: int = meta.max_len
+        self.device: str = device
+        self.dtype = dtype
+        self.buckets = encoder.cfg.length_buckets()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, bundle_dir: Path | str, device: str = "auto", quantize: bool = False) -> Runtime:
+        """Validate and load a bundle; BundleError if missing, corrupt or of another version."""
+        bundle_dir = Path(bundle_dir)
+        meta = validate_bundle(bundle_dir)
+        device = resolve_device(device)
+        try:
+            encoding = EncodingConfig.from_dict(meta.encoding)
+            tokenizer = load_tokenizer(bundle_dir / TOKENIZER_DIR)
+            script = torch.jit.load(str(bundle_dir / MODEL_FILE), map_location="cpu")
+        except (OSError, RuntimeError, ValueError, TypeError) as exc:
+            raise BundleError(f"corrupt bundle {bundle_dir}: {str(exc).splitlines()[0]}") from exc
+        encoder = Encoder(tokenizer, encoding)
+        dtype = torch.float32
+        module: nn.Module = script
+        if device == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            module = cls._cuda_module(script, meta, encoding, dtype)
+        elif quantize:
+            module = cls._int8_module(script, meta)
+        runtime = cls(module.eval(), encoder, meta, device, dtype)
+        runtime.warm_up()
+        return runtime
+
+    @staticmethod
+    def _cuda_module(
+        script: torch.jit.ScriptModule,
+        meta: BundleMeta,
+        encoding: EncodingConfig,
+        dtype: torch.dtype,
+    ) -> nn.Module:
+        # Re-trace on the GPU in half precision so no fp32 constant from the CPU trace leaks in.
+        from model.model import Probabilities
+
+        eager = Probabilities(eager_from_script(script, meta)).to(device="cuda", dtype=dtype)
+        ids, mask = synthetic_batch(int(meta.model["bert"]["vocab_size"]), 2, 16, seed=0)
+        return trace(eager, (ids.cuda(), mask.cuda()))
+
+    @staticmethod
+    def _int8_module(script: torch.jit.ScriptModule, meta: BundleMeta) -> nn.Module:
+        from model.model import Probabilities
+
+        eager = Probabilities(eager_from_script(script, meta))
+        with warnings.catch_warnings():  # torch deprecates quantized tensors in favour of torchao
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.ao.quantization.quantize_dynamic(eager, {nn.Linear}, dtype=torch.qint8)
+
+    def encode(self, windows: Sequence[Sequence[Mapping[str, Any]]]) -> list[Encoded]:
+        return [self.encoder.encode(window) for window in windows]
+
+    def predict(self, windows: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, float]]:
+        """One {label: probability} per window (events newest last)."""
+        probs = self.predict_encoded(self.encode(windows))
+        return [dict(zip(self.labels, map(float, row), strict=True)) for row in probs]
+
+    def predict_encoded(self, encoded: Sequence[Encoded]) -> list[list[float]]:
+        """Probabilities per encoded window; grouped by length bucket (short stays cheap)."""
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, enc in enumerate(encoded):
+            groups[bucket_for(len(enc.input_ids), self.buckets)].append(i)
+        out: list[list[float]] = [[] for _ in encoded]
+        for length, rows in sorted(groups.items()):
+            for start in range(0, len(rows), MAX_CHUNK):
+                chunk = rows[start : start + MAX_CHUNK]
+                ids, mask = self.encoder.pad([encoded[i] for i in chunk], length)
+                for i, row in zip(chunk, self._run(ids, mask), strict=True):
+                    out[i] = row
+        return out
+
+    def _run(self, ids: list[list[int]], mask: list[list[int]]) -> list[list[float]]:
+        input_ids = torch.tensor(ids, dtype=torch.long, device=self.device)
+        attention_mask = torch.tensor(mask, dtype=torch.long, device=self.device)
+        with self._lock, torch.inference_mode():
+            probs = self.module(input_ids, attention_mask)
+        return probs.float().cpu().tolist()  # type: ignore[no-any-return]
+
+    def warm_up(self, rounds: int = 2) -> None:
+        """Run every length bucket a couple of times so the first real batch is not slow."""
+        for length in self.buckets:
+            ids, mask = synthetic_batch(
+                int(self.meta.model["bert"]["vocab_size"]), 2, length, seed=length
+            )
+            for _ in range(rounds):
+                self._run(ids.tolist(), mask.tolist())

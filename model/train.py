@@ -1,0 +1,306 @@
+"""Fine-tune the pretrained BERT on labelled prefix windows and write a bundle.
+
+CPU budget drives the defaults: a class-balanced sample of a few thousand training windows at
+64 tokens, one pass, AdamW with warmup and linear decay, early stopping on val PR-AUC, and a hard
+wall-clock limit that keeps the best checkpoint so far. Sampling positives up makes the raw scores
+too high, so the final head is recalibrated on val (Platt scaling folded into the head weights).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from model.data import LabelledData
+from model.encoding import Encoded, Encoder, EncodingConfig
+from model.labels import Example
+from model.metrics import fit_platt, pr_auc, roc_auc
+from model.model import BehaviorBert
+
+
+@dataclass
+class TrainConfig:
+    """Training knobs (CLI options map onto these)."""
+
+    max_minutes: float = 8.0
+    epochs: float = 1.0
+    batch_size: int = 16
+    lr: float = 5e-5
+    head_lr: float = 1e-3
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    max_train: int = 6000  # training windows per epoch
+    pos_frac: float = 0.35  # share of positives in the training sample (imbalance handling)
+    val_size: int = 2500
+    eval_every: int = 80  # steps
+    patience: int = 4  # evaluations without val PR-AUC gain
+    recent_frac: float = 1.0  # sample from the most recent share of train prefixes
+    freeze_word_embeddings: bool = True  # 12M rarely used params; Adam on them costs time
+    seed: int = 0
+    dp_epsilon: float | None = None
+    dp_delta: float = 1e-5
+    dp_max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainResult:
+    model: BehaviorBert
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, float] = field(default_factory=dict)
+    calibration: tuple[float, float] = (1.0, 0.0)
+    stopped: str = ""
+    seconds: float = 0.0
+    n_train: int = 0
+    n_val: int = 0
+    dp_epsilon: float | None = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def sample_train(
+    examples: Sequence[Example], cfg: TrainConfig, rng: random.Random
+) -> list[Example]:
+    """A class-balanced sample: up to pos_frac positives (first label), the rest negatives."""
+    pool = sorted(examples, key=lambda e: e.ts)[int(len(examples) * (1 - cfg.recent_frac)) :]
+    pos = [e for e in pool if e.labels[0] > 0]
+    neg = [e for e in pool if e.labels[0] == 0]
+    n_pos = min(len(pos), int(cfg.max_train * cfg.pos_frac))
+    n_neg = min(len(neg), cfg.max_train - n_pos)
+    chosen = rng.sample(pos, n_pos) + rng.sample(neg, n_neg)
+    rng.shuffle(chosen)
+    return chosen
+
+
+def collate(pad_id: int):  # type: ignore[no-untyped-def]
+    def fn(batch: list[tuple[Encoded, tuple[float, ...]]]) -> tuple[torch.Tensor, ...]:
+        length = max(len(enc.input_ids) for enc, _ in batch)
+        ids = [enc.input_ids + [pad_id] * (length - len(enc.input_ids)) for enc, _ in batch]
+        mask = [[1] * len(enc.input_ids) + [0] * (length - len(enc.input_ids)) for enc, _ in batch]
+        return torch.tensor(ids), torch.tensor(mask), torch.tensor([y for _, y in batch])
+
+    return fn
+
+
+@torch.inference_mode()
+def score(
+    model: BehaviorBert, encoder: Encoder, encoded: Sequence[Encoded], batch: int = 64
+) -> np.ndarray:
+    """Logits [n, n_labels] in eval mode, batches sorted by length to limit padding."""
+    model.eval()
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    out = np.zeros((len(encoded), len(model.config.labels)), dtype=np.float64)
+    for start in range(0, len(order), batch):
+        rows = order[start : start + batch]
+        ids, mask = encoder.pad(
+            [encoded[i] for i in rows], max(len(encoded[i].input_ids) for i in rows)
+        )
+        out[rows] = model(torch.tensor(ids), torch.tensor(mask)).double().numpy()
+    return out
+
+
+def make_optimizer(model: BehaviorBert, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.freeze_word_embeddings:
+        model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for _name, param in model.bert.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay, "lr": cfg.lr},
+            {"params": no_decay, "weight_decay": 0.0, "lr": cfg.lr},
+            {"params": list(model.head.parameters()), "weight_decay": 0.0, "lr": cfg.head_lr},
+        ]
+    )
+
+
+def warmup_linear(total_steps: int, warmup: float):  # type: ignore[no-untyped-def]
+    warm = max(1, int(total_steps * warmup))
+    return lambda step: min(
+        (step + 1) / warm, max(0.0, (total_steps - step) / max(1, total_steps - warm))
+    )
+
+
+def train_model(
+    model: BehaviorBert, encoder: Encoder, data: LabelledData, window: int, cfg: TrainConfig
+) -> TrainResult:
+    """Fine-tune with early stopping on val PR-AUC; returns the best (calibrated) model."""
+    seed_everything(cfg.seed)
+    started = time.monotonic()
+    deadline = started + cfg.max_minutes * 60
+    rng = random.Random(cfg.seed)
+    train_ex = sample_train(data.split("train"), cfg, rng)
+    val_all = data.split("val")
+    val_ex = rng.sample(val_all, min(cfg.val_size, len(val_all)))
+    if not train_ex or not val_ex or not any(e.labels[0] for e in val_ex):
+        raise ValueError("training needs train examples and val examples with positives")
+    encode = lambda exs: [encoder.encode(data.window(e, window)) for e in exs]  # noqa: E731
+    train_enc, val_enc = encode(train_ex), encode(val_ex)
+    val_y = np.array([e.labels[0] for e in val_ex])
+    pairs = list(zip(train_enc, [e.labels for e in train_ex], strict=True))
+    loader: DataLoader[Any] = DataLoader(
+        pairs,  # type: ignore[arg-type]
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        collate_fn=collate(encoder.pad_id),
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    optimizer = make_optimizer(model, cfg)
+    result = TrainResult(model, n_train=len(train_ex), n_val=len(val_ex))
+    if cfg.dp_epsilon is not None:
+        from model.dp import make_private  # extension point: DP-SGD via opacus
+
+        model, optimizer, loader = make_private(model, optimizer, loader, cfg)
+    total = max(1, math.ceil(cfg.epochs * len(loader)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(total, cfg.warmup))
+    best_state, best_pr, bad_evals, step = None, -1.0, 0, 0
+    bar = tqdm(total=total, desc="train", unit="step")
+    result.stopped = "completed"
+    while step < total and not result.stopped.startswith(("time", "early")):
+        for ids, mask, y in loader:
+            model.train()
+            logits = model(ids, mask)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", best_pr=f"{best_pr:.3f}")
+            last = step >= total or time.monotonic() > deadline
+            if step % cfg.eval_every == 0 or last:
+                val_logit = score(model, encoder, val_enc)[:, 0]
+                pr, auc = pr_auc(val_y, val_logit), roc_auc(val_y, val_logit)
+                elapsed = time.monotonic() - started
+                result.history.append(
+                    {
+                        "step": step,
+                        "loss": loss.item(),
+                        "val_pr_auc": pr,
+                        "val_auc": auc,
+                        "seconds": elapsed,
+                    }
+                )
+                tqdm.write(f"step {step}: val PR-AUC {pr:.4f} AUC {auc:.4f}")
+                if pr > best_pr:
+                    best_pr, bad_evals = pr, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                    result.best = {"step": step, "val_pr_auc": pr, "val_auc": auc}
+                else:
+                    bad_evals += 1
+                if bad_evals >= cfg.patience:
+                    result.stopped = f"early stop at step {step}"
+            if time.monotonic() > deadline and not result.stopped.startswith("early"):
+                result.stopped = f"time budget ({cfg.max_minutes} min) at step {step}"
+            if step >= total or result.stopped.startswith(("time", "early")):
+                break
+    bar.close()
+    model = getattr(model, "_module", model)  # opacus wraps the module
+    assert best_state is not None
+    model.load_state_dict({k.removeprefix("_module."): v for k, v in best_state.items()})
+    result.model = model.eval()
+    result.calibration = calibrate_head(result.model, encoder, val_enc, val_y)
+    result.seconds = time.monotonic() - started
+    if cfg.dp_epsilon is not None:
+        result.dp_epsilon = cfg.dp_epsilon
+    return result
+
+
+def calibrate_head(
+    model: BehaviorBert, encoder: Encoder, val_enc: Sequence[Encoded], val_y: np.ndarray
+) -> tuple[float, float]:
+    """Platt-scale the first label on val and fold it into the head: logit' = a * logit + b."""
+    a, b = fit_platt(score(model, encoder, val_enc)[:, 0], val_y)
+    with torch.no_grad():
+        model.head.weight[0] *= a
+        model.head.bias[0] = a * model.head.bias[0] + b
+    return a, b
+
+
+def summary(cfg: TrainConfig, result: TrainResult, encoding: EncodingConfig) -> dict[str, Any]:
+    """What goes into bundle.json's metrics and metrics.json."""
+    return {
+        "train": {
+            **asdict(cfg),
+            "n_train": result.n_train,
+            "n_val": result.n_val,
+            "seconds": round(result.seconds, 1),
+            "stopped": result.stopped,
+        },  # fmt: skip
+        "best": result.best,
+        "calibration": {"a": result.calibration[0], "b": result.calibration[1]},
+        "history": result.history,
+        "encoding": encoding.to_dict(),
+    }
+
+
+def plot_history(history: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [h["step"] for h in history]
+    ax.plot(steps, [h["val_pr_auc"] for h in history], marker="o", label="val PR-AUC")
+    ax.plot(steps, [h["val_auc"] for h in history], marker="s", label="val AUC")
+    ax.set_xlabel("step")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train_bundle(
+    data: LabelledData,
+    out_dir: Path,
+    base_dir: Path,
+    encoding: EncodingConfig,
+    cfg: TrainConfig,
+) -> tuple[Path, TrainResult]:
+    """Fine-tune the base model on `data`; export a bundle (model.ts, tokenizer, metrics, plots)."""
+    import json
+
+    from model.bundle import METRICS_FILE, PLOTS_DIR
+    from model.export import export_bundle
+    from model.runtime import load_tokenizer
+
+    seed_everything(cfg.seed)
+    tokenizer = load_tokenizer(base_dir)
+    encoder = Encoder(tokenizer, encoding)
+    model = BehaviorBert.from_base(base_dir, labels=data.label_names)
+    result = train_model(model, encoder, data, encoding.window, cfg)
+    metrics = summary(cfg, result, encoding)
+    metrics["data"] = data.stats
+    bundle = export_bundle(
+        result.model,
+        tokenizer,
+        encoding,
+        out_dir,
+        base_model=str(base_dir),
+        data_fingerprint=data.fingerprint,
+        metrics={"best": result.best, "train_seconds": round(result.seconds, 1)},
+        dp_epsilon=result.dp_epsilon,
+    )
+    (bundle / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    plot_history(result.history, bundle / PLOTS_DIR / "training.png")
+    return bundle, result

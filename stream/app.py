@@ -1,0 +1,122 @@
+"""The Faust app, its topics and the windows table, built from Settings.
+
+The windows table writes each key's changelog record to the partition that key's events were
+consumed from (see `PinnedTable`), so windows stay co-partitioned with their events whatever
+partitioner the producers used (DESIGN.md pitfalls 1 and 2).
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import TopicT
+
+from stream.settings import Settings
+
+WINDOWS_TABLE = "windows"
+
+
+class PartitionNotPinned(RuntimeError):
+    """A table write happened without saying which events partition the key belongs to."""
+
+
+class PinnedTable(faust.Table):  # type: ignore[misc]
+    """A Table whose changelog partition for a key is the one pinned by the writer, not a hash.
+
+    `use_partitioner=True` lets batches (stream.take_events) write outside per-event iteration;
+    `partition_for_key` then returns the pinned events partition instead of asking the producer.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, use_partitioner=True, **kwargs)
+        self._pins: dict[Any, int] = {}
+
+    def pin(self, key: Any, partition: int) -> None:
+        """Route the next changelog record of `key` to `partition`."""
+        self._pins[key] = partition
+
+    def partition_for_key(self, key: Any) -> int:
+        try:
+            return self._pins.pop(key)
+        except KeyError:
+            raise PartitionNotPinned("windows table written without a pinned partition") from None
+
+
+@dataclass
+class StreamApp:
+    """The Faust app with everything the worker wires together."""
+
+    app: faust.App
+    windows: PinnedTable
+    events: TopicT
+    predictions: TopicT
+    dlq: TopicT
+    partitions: int
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    """Faust broker URLs from a comma-separated bootstrap list."""
+    return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """Faust credentials (SASL and/or TLS) from Settings; None for PLAINTEXT."""
+    protocol = settings.security_protocol
+    context: ssl.SSLContext | None = None
+    if protocol in ("SSL", "SASL_SSL"):
+        cafile = str(settings.ssl_cafile) if settings.ssl_cafile else None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=password,
+            ssl_context=context,
+            mechanism=settings.sasl_mechanism or "PLAIN",
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def create_app(settings: Settings, partitions: int | None = None) -> StreamApp:
+    """Build the app; `partitions` is the events topic's partition count (Settings.partitions if unknown)."""
+    n = partitions or settings.partitions
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=broker_urls(settings.bootstrap),
+        broker_credentials=broker_credentials(settings),
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 4),
+        broker_commit_interval=1.0,
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=n,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        producer_linger=0.005,  # a few ms batch predictions and changelog records per request
+        producer_max_batch_size=256 * 1024,
+        stream_buffer_maxsize=max(4096, 4 * settings.max_batch),
+        web_enabled=False,  # /metrics and /health are served by stream.metrics instead
+        autodiscover=False,
+    )
+    # Each batch writes up to max_batch changelog records at once; Faust warns above this size.
+    app.producer.buffer.max_messages = max(100, 2 * settings.max_batch)
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    windows = app.tables.add(
+        PinnedTable(
+            app, name=WINDOWS_TABLE, beacon=app.tables.beacon, partitions=n, key_type=bytes, value_type=bytes
+        )
+    )
+    return StreamApp(
+        app=app,
+        windows=windows,
+        events=app.topic(settings.events_topic, partitions=n, **raw),
+        predictions=app.topic(settings.predictions_topic, **raw),
+        dlq=app.topic(settings.dlq_topic, **raw),
+        partitions=n,
+    )

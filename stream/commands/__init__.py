@@ -1,0 +1,1 @@
+"""One module per `bstream` subcommand, each a click.Command that stream.cli loads lazily."""

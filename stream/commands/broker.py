@@ -1,0 +1,58 @@
+"""`bstream broker`: run the embedded broker (Tansu) in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from stream.broker import BrokerError, EmbeddedBroker
+from stream.commands.common import load_settings
+
+
+def _default_host_port() -> tuple[str, int]:
+    host, _, port = load_settings().bootstrap.split(",")[0].rpartition(":")
+    try:
+        return host or "127.0.0.1", int(port)
+    except ValueError:
+        return "127.0.0.1", 9092
+
+
+@click.command(help="Run the embedded Kafka-compatible broker (Tansu) in the foreground.")
+@click.option("--host", default=None, help="Listen address  [default: host of $BSTREAM_BOOTSTRAP]")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Listen port  [default: port of $BSTREAM_BOOTSTRAP, else 9092]",
+)
+@click.option(
+    "--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), help="Broker log file."
+)
+def broker(host: str | None, port: int | None, log_path: Path | None) -> None:
+    default_host, default_port = _default_host_port()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    running = EmbeddedBroker(host or default_host, port or default_port, log_path=log_path)
+    try:
+        running.start()
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        click.echo(f"broker ready on {running.bootstrap} (bootstrap={running.bootstrap})")
+        while not stop.wait(0.5):
+            process = running.process
+            if process is None or process.poll() is not None:
+                code = None if process is None else process.returncode
+                raise click.ClickException(f"broker exited unexpectedly (code {code})")
+    finally:
+        running.stop()
+    click.echo("broker stopped")

@@ -1,0 +1,166 @@
+"""`bstream worker`: load the model, make sure the topics exist, run the Faust stream worker."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from stream.commands.common import bootstrap_option, load_settings
+from stream.settings import Settings
+
+log = logging.getLogger("bstream.worker")
+
+
+def _ensure_topics(settings: Settings) -> int:
+    """Create missing topics; return the events topic's partition count (windows follow it)."""
+    from stream.kafka import topic_partitions
+    from stream.topics import create_topics, default_topics
+
+    found = topic_partitions(settings, [settings.events_topic], timeout=10)
+    partitions = found.get(settings.events_topic, settings.partitions)
+    create_topics(settings, default_topics(settings, partitions))
+    return partitions
+
+
+def _load_model(settings: Settings) -> Any:
+    if settings.model is None:
+        raise click.ClickException("no model bundle: pass --model DIR or set BSTREAM_MODEL")
+    from model.runtime import BundleError, Runtime
+
+    try:
+        return Runtime.load(settings.model, device=settings.device, quantize=settings.quantize)
+    except (BundleError, ValueError) as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Build everything from settings and run until SIGTERM/SIGINT."""
+    import faust
+
+    from stream.app import create_app
+    from stream.kafka import KafkaUnavailable
+    from stream.metrics import Metrics, serve
+    from stream.privacy import PrivacyError, pseudonymizer_from_settings
+    from stream.upkeep import install_timers
+    from stream.worker import StreamWorker
+
+    try:
+        pseudonymizer = pseudonymizer_from_settings(settings)
+    except PrivacyError as exc:
+        raise click.ClickException(str(exc)) from None
+    runtime = _load_model(settings)
+    try:
+        partitions = _ensure_topics(settings)
+    except KafkaUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    metrics = Metrics(process=True)
+    metrics.set_health(model_loaded=True, model_version=runtime.version, broker_up=True)
+    try:
+        server = serve(metrics, settings.metrics_port)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot serve metrics on port {settings.metrics_port}: {exc.strerror}"
+        ) from None
+    sapp = create_app(settings, partitions)
+    worker = StreamWorker(settings, sapp, runtime, pseudonymizer, metrics)
+
+    async def consume(stream: Any) -> None:
+        await worker.consume(stream)
+
+    sapp.app.agent(sapp.events, name="bstream.consume")(consume)
+    install_timers(sapp, settings, metrics, worker.next_offset)
+    mode = "naive (no batching)" if settings.naive else f"max_batch={settings.max_batch}"
+    ids = (
+        "RAW user ids (--allow-raw-ids)"
+        if pseudonymizer.raw
+        else f"pseudonyms key_id={pseudonymizer.key_id}"
+    )
+    click.echo(
+        f"bstream worker: model {runtime.version} on {runtime.device}, {partitions} partitions, {mode}, "
+        f"{ids}, metrics http://127.0.0.1:{server.server_port}/metrics",
+        err=True,
+    )
+    try:
+        faust.Worker(sapp.app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    finally:
+        server.shutdown()
+        worker.executor.shutdown(wait=False, cancel_futures=True)
+
+
+@click.command(
+    help="Run the stream worker: events -> rolling windows -> batched model -> predictions."
+)
+@bootstrap_option
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path),
+    help="Model bundle directory  [$BSTREAM_MODEL]",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Inference device  [auto]"
+)
+@click.option(
+    "--quantize", is_flag=True, default=None, help="int8 dynamic quantization on the CPU."
+)
+@click.option("--max-batch", type=click.IntRange(min=1), help="Most events per micro-batch  [256]")
+@click.option(
+    "--max-delay-ms", type=click.IntRange(min=1), help="Longest wait to fill a batch  [200]"
+)
+@click.option("--window-size", type=click.IntRange(min=1), help="Events kept per user  [50]")
+@click.option(
+    "--metrics-port", type=click.IntRange(0, 65535), help="/metrics and /health port  [9464]"
+)
+@click.option("--store", help="Faust table store: memory:// or rocksdb://  [memory://]")
+@click.option(
+    "--partitions", type=click.IntRange(min=1), help="Partitions for topics it creates  [4]"
+)
+@click.option(
+    "--hmac-key-file",
+    type=click.Path(path_type=Path),
+    help="File holding the pseudonymisation key.",
+)
+@click.option(
+    "--allow-raw-ids", is_flag=True, default=None, help="Run without a key: users stay raw ids."
+)
+@click.option(
+    "--naive", is_flag=True, default=None, help="Baseline: one table write + inference per event."
+)
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info"
+)
+def worker(
+    bootstrap: str | None,
+    model_dir: Path | None,
+    device: str | None,
+    quantize: bool | None,
+    max_batch: int | None,
+    max_delay_ms: int | None,
+    window_size: int | None,
+    metrics_port: int | None,
+    store: str | None,
+    partitions: int | None,
+    hmac_key_file: Path | None,
+    allow_raw_ids: bool | None,
+    naive: bool | None,
+    log_level: str,
+) -> None:
+    settings = load_settings(
+        bootstrap=bootstrap,
+        model=model_dir,
+        device=device,
+        quantize=quantize,
+        max_batch=max_batch,
+        max_delay_ms=max_delay_ms,
+        window_size=window_size,
+        metrics_port=metrics_port,
+        store=store,
+        partitions=partitions,
+        hmac_key_file=hmac_key_file,
+        allow_raw_ids=allow_raw_ids,
+        naive=naive,
+    )
+    run_worker(settings, loglevel=log_level)

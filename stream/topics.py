@@ -1,0 +1,75 @@
+"""Idempotent creation of the project's topics (events, predictions, DLQ, control).
+
+>>> [t.name for t in default_topics(Settings(), partitions=4)]
+['behavior.events', 'behavior.predictions', 'behavior.events.dlq', 'behavior.control']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from stream.kafka import KafkaUnavailable, admin_config, check_reachable
+from stream.settings import Settings
+
+Outcome = Literal["created", "exists"]
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic to create."""
+
+    name: str
+    partitions: int
+    replication_factor: int = 1
+
+
+def default_topics(settings: Settings, partitions: int | None = None) -> list[TopicSpec]:
+    """The four topics, all with the events topic's partition count.
+
+    The control topic is keyed by user like the events topic, so each worker sees the erasure
+    requests for exactly the users whose partitions it owns.
+    """
+    count = partitions or settings.partitions
+    names = [
+        settings.events_topic,
+        settings.predictions_topic,
+        settings.dlq_topic,
+        settings.control_topic,
+    ]
+    return [TopicSpec(name, count, settings.replication_factor) for name in names]
+
+
+def create_topics(
+    settings: Settings, specs: list[TopicSpec], timeout: float = 10.0
+) -> dict[str, Outcome]:
+    """Create each topic unless it exists; returns name -> "created" | "exists"."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    check_reachable(settings.bootstrap)
+    admin = AdminClient(admin_config(settings))
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaUnavailable(
+            f"cannot reach Kafka at {settings.bootstrap}: {exc.args[0].str()}"
+        ) from None
+    new = [NewTopic(s.name, s.partitions, s.replication_factor) for s in specs]
+    futures = admin.create_topics(new, request_timeout=timeout)
+    outcome: dict[str, Outcome] = {}
+    for spec in specs:
+        # exception() instead of result(): a raised error's traceback would pin `admin` in a
+        # reference cycle, and a live client connection delays the broker's shutdown.
+        failure = futures[spec.name].exception(timeout)
+        if failure is None:
+            outcome[spec.name] = "created"
+            continue
+        error = (
+            failure.args[0] if failure.args and isinstance(failure.args[0], KafkaError) else None
+        )
+        if error is None or error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            reason = error.str() if error is not None else str(failure)
+            raise KafkaUnavailable(f"cannot create topic {spec.name!r}: {reason}")
+        outcome[spec.name] = "exists"
+    return outcome

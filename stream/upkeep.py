@@ -1,0 +1,111 @@
+"""Periodic worker upkeep: idle-window expiry, health and lag gauges, broker reachability."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from stream.app import StreamApp
+from stream.metrics import Metrics
+from stream.settings import Settings
+from stream.windows import decode_window, is_expired
+
+log = logging.getLogger("bstream.upkeep")
+HEALTH_INTERVAL_S = 1.0
+BROKER_PROBE_INTERVAL_S = 5.0
+
+
+def active_partitions(sapp: StreamApp) -> set[int]:
+    """Events partitions this worker owns now (empty while rebalancing or recovering)."""
+    app = sapp.app
+    if app.rebalancing or not app.tables.recovery.completed.is_set():
+        return set()
+    topic = sapp.events.get_topic_name()
+    return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
+
+
+def expire_idle(sapp: StreamApp, idle_ttl_s: float, now_ms: int | None = None) -> int:
+    """Delete windows of owned partitions idle longer than the TTL (tombstones go to their partition)."""
+    owned = active_partitions(sapp)
+    if not owned:
+        return 0
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    ttl_ms = int(idle_ttl_s * 1000)
+    table = sapp.windows
+    expired = []
+    for key, raw in list(table.items()):
+        window = decode_window(raw)
+        if window.partition in owned and is_expired(window, now, ttl_ms):
+            expired.append((key, window.partition))
+    for key, partition in expired:
+        table.pin(key, partition)
+        del table[key]
+    return len(expired)
+
+
+def delete_window(sapp: StreamApp, key: bytes) -> bool:
+    """Erase one window (changelog tombstone in its own partition); False when there is none."""
+    raw = sapp.windows.get(key)
+    if raw is None:
+        return False
+    sapp.windows.pin(key, decode_window(raw).partition)
+    del sapp.windows[key]
+    return True
+
+
+def update_health(sapp: StreamApp, metrics: Metrics, next_offset: dict[int, int]) -> None:
+    """Partitions assigned, active windows and per-partition lag of the events topic."""
+    owned = active_partitions(sapp)
+    metrics.set_health(partitions_assigned=len(owned))
+    metrics.active_windows.set(len(sapp.windows))
+    topic = sapp.events.get_topic_name()
+    consumer = sapp.app.consumer
+    for tp in consumer.assignment():
+        if tp.topic != topic:
+            continue
+        with contextlib.suppress(Exception):  # highwater unknown until the first fetch
+            highwater = consumer.highwater(tp)
+            if highwater is not None and highwater >= 0:
+                consumed = next_offset.get(tp.partition, 0)
+                metrics.consumer_lag.labels(partition=str(tp.partition)).set(max(0, highwater - consumed))
+
+
+async def broker_reachable(bootstrap: str, timeout: float = 2.0) -> bool:
+    """True when a TCP connection to any bootstrap host succeeds."""
+    for hostport in bootstrap.split(","):
+        host, _, port = hostport.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+        except (OSError, ValueError, asyncio.TimeoutError):
+            continue
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+        return True
+    return False
+
+
+def install_timers(sapp: StreamApp, settings: Settings, metrics: Metrics, next_offset: dict[int, int]) -> None:
+    """Register the periodic upkeep on the Faust app."""
+    app = sapp.app
+    expiry_interval = min(60.0, max(1.0, settings.idle_ttl_s / 4))
+
+    @app.timer(HEALTH_INTERVAL_S, name="bstream.health")
+    async def health() -> None:
+        update_health(sapp, metrics, next_offset)
+
+    @app.timer(expiry_interval, name="bstream.expiry")
+    async def expiry() -> None:
+        n = expire_idle(sapp, settings.idle_ttl_s)
+        if n:
+            metrics.expired_windows.inc(n)
+            log.info("expired %d idle windows", n)
+
+    @app.timer(BROKER_PROBE_INTERVAL_S, name="bstream.broker")
+    async def broker() -> None:
+        up = await broker_reachable(settings.bootstrap)
+        if up != metrics.health.broker_up:
+            (log.info if up else log.error)("broker %s is %s", settings.bootstrap, "reachable" if up else "UNREACHABLE")
+        metrics.set_health(broker_up=up)

@@ -1,0 +1,257 @@
+"""The stream worker's agent: decode -> pseudonymise -> window -> batched inference -> publish -> ack.
+
+Delivery (at-least-once): each valid record's message gets an extra reference before the batch body
+returns, so `take_events` acking it does not make its offset committable; the reference is released
+only after the predictions reflecting it (or its DLQ copy) are acknowledged by the broker. Invalid
+records are acknowledged by the DLQ inside the body. Faust flushes its producer (changelog records
+included) before every offset commit.
+
+Overlap: the body hands each coalesced batch to a one-slot queue and returns, so batch k+1 is
+decoded and written to its windows while batch k is on the inference thread; jobs finish in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from faust.types import EventT, StreamT
+
+from stream.app import StreamApp
+from stream.batching import Item, Target, UserUpdate, model_inputs, plan_groups
+from stream.dlq import INFERENCE_FAILED, DeadLetter, send_dead_letters
+from stream.metrics import Metrics
+from stream.privacy import Pseudonymizer, classify_field
+from stream.publish import build_prediction, encode_prediction, send_all
+from stream.settings import Settings
+from stream.validation import decode_event
+from stream.windows import (
+    EVENT_TYPES,
+    apply_events,
+    decode_window,
+    encode_window,
+    entry_from_event,
+)
+
+log = logging.getLogger("bstream.worker")
+INFERENCE_RETRIES = 2
+RETRY_BACKOFF_S = 0.2
+
+
+class Model(Protocol):
+    """What the worker needs from model.runtime.Runtime."""
+
+    version: str
+
+    def predict(self, windows: Sequence[Sequence[Any]]) -> list[dict[str, float]]: ...
+
+
+@dataclass
+class Job:
+    """One inference batch: the users to predict and the consumed events they reflect."""
+
+    targets: list[Target]
+    events: list[EventT]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class StreamWorker:
+    """Holds the app, model, pseudonymizer and metrics; `consume` is the Faust agent."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sapp: StreamApp,
+        model: Model,
+        pseudonymizer: Pseudonymizer,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.sapp = sapp
+        self.model = model
+        self.pseudo = pseudonymizer
+        self.metrics = metrics
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bstream-infer")
+        self.next_offset: dict[int, int] = {}  # events partition -> next offset to consume
+        self._queue: asyncio.Queue[Job] | None = None
+
+    # -- intake (inside the take_events body) --------------------------------------------------
+
+    def ingest(self, event: EventT, ref: int, fallback_arrival: float) -> Item | DeadLetter:
+        """Decode one record into a window item, or a dead letter saying why not."""
+        msg = event.message
+        self.next_offset[msg.partition] = max(self.next_offset.get(msg.partition, 0), msg.offset + 1)
+        decoded = decode_event(msg.value, self.settings.max_event_bytes)
+        if decoded.invalid is not None:
+            code, text = decoded.invalid.code, decoded.invalid.message
+            return DeadLetter(msg.key, msg.value, code, text, msg.topic, msg.partition, msg.offset)
+        assert decoded.event is not None
+        if decoded.dropped_fields:
+            self._count_dropped(msg.value, decoded.dropped_fields)
+        user = self.pseudo(decoded.event["user_id"])
+        arrival = msg.time_in if msg.time_in is not None else fallback_arrival
+        return Item(user.encode(), entry_from_event(decoded.event), msg.partition, arrival, ref)
+
+    def _count_dropped(self, raw: bytes, names: list[str]) -> None:
+        original = orjson.loads(raw)
+        for name in names:
+            self.metrics.dropped_fields.labels(kind=classify_field(name, original.get(name))).inc()
+
+    async def intake(self, events: Sequence[EventT]) -> None:
+        """Process one consumed batch: DLQ the invalid, update windows, queue inference jobs."""
+        arrival = time.monotonic()
+        items: list[Item] = []
+        letters: list[DeadLetter] = []
+        for ref, event in enumerate(events):
+            outcome = self.ingest(event, ref, arrival)
+            (items if isinstance(outcome, Item) else letters).append(outcome)  # type: ignore[arg-type]
+        self._count_batch(items, letters)
+        if letters:
+            await self.dead_letter(letters)
+        for group in plan_groups(items, self.settings.naive):
+            targets = [self.update_window(update) for update in group]
+            job = Job(targets, [events[ref] for update in group for ref in update.refs])
+            for event in job.events:
+                event.message.incref()  # released in finish(), after the broker acks
+            await self.queue.put(job)
+
+    def _count_batch(self, items: list[Item], letters: list[DeadLetter]) -> None:
+        m = self.metrics
+        m.batch_events.observe(len(items) + len(letters))
+        m.batch_users.observe(len({item.key for item in items}))
+        for code, n in Counter(e[1] for e in (i.entry for i in items)).items():
+            m.events.labels(event_type=EVENT_TYPES[code]).inc(n)
+        for reason, n in Counter(d.code for d in letters).items():
+            m.invalid.labels(reason=reason).inc(n)
+
+    def update_window(self, update: UserUpdate) -> Target:
+        """Apply one user's new entries and write the window once (changelog to its events partition)."""
+        table, s = self.sapp.windows, self.settings
+        stored = table.get(update.key)
+        applied = apply_events(
+            decode_window(stored) if stored is not None else None,
+            update.entries,
+            partition=update.partition,
+            now_ms=now_ms(),
+            size=s.window_size,
+            max_age_ms=int(s.window_max_age_s * 1000),
+        )
+        if applied.duplicates:
+            self.metrics.duplicates.inc(applied.duplicates)
+        table.pin(update.key, update.partition)
+        table[update.key] = encode_window(applied.window)
+        return Target(update.key, applied.window, update.arrival)
+
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        """Write to the DLQ and wait for the acks; count per reason."""
+        await send_dead_letters(self.sapp.dlq, letters)
+        for reason, n in Counter(d.code for d in letters).items():
+            self.metrics.dlq.labels(reason=reason).inc(n)
+
+    # -- inference and publishing (the job runner task) ----------------------------------------
+
+    @property
+    def queue(self) -> asyncio.Queue[Job]:
+        if self._queue is None:
+            self._queue = asyncio.Queue(maxsize=1)  # one job waiting + one running: bounded memory
+        return self._queue
+
+    async def run_jobs(self) -> None:
+        """Finish queued jobs in order, forever."""
+        while True:
+            job = await self.queue.get()
+            try:
+                await self.finish(job)
+            except Exception as exc:
+                # Publishing failed for good: stop rather than skip, so the offsets stay uncommitted.
+                log.error("publishing failed, stopping the worker: %s", type(exc).__name__)
+                await self.sapp.app.crash(exc)
+                raise
+            finally:
+                self.queue.task_done()
+
+    async def finish(self, job: Job) -> None:
+        """Infer (with retries), publish the predictions or DLQ the events, then release the events."""
+        records = await self.predict(job.targets)
+        if records is None:
+            await self.dead_letter([_inference_letter(e) for e in job.events])
+        else:
+            await send_all(self.sapp.predictions, records)
+            done = time.monotonic()
+            self.metrics.predictions.inc(len(records))
+            for target in job.targets:
+                self.metrics.event_to_prediction.observe(done - target.arrival)
+        for event in job.events:
+            event.ack()
+
+    async def predict(self, targets: list[Target]) -> list[tuple[bytes, bytes, None]] | None:
+        """Prediction records for the targets, or None when every attempt failed."""
+        loop = asyncio.get_running_loop()
+        inputs = model_inputs(targets)
+        for attempt in range(INFERENCE_RETRIES + 1):
+            started = time.monotonic()
+            try:
+                scores = await loop.run_in_executor(self.executor, self.model.predict, inputs)
+                self.metrics.inference_seconds.observe(time.monotonic() - started)
+                return self._records(targets, scores)
+            except Exception as exc:  # noqa: BLE001 - any model failure takes the retry/DLQ path
+                self.metrics.inference_failures.inc()
+                log.warning(
+                    "inference failed for a batch of %d windows (attempt %d/%d): %s: %s",
+                    len(targets), attempt + 1, INFERENCE_RETRIES + 1, type(exc).__name__, str(exc)[:200],
+                )
+                if attempt < INFERENCE_RETRIES:
+                    await asyncio.sleep(RETRY_BACKOFF_S * 2**attempt)
+        return None
+
+    def _records(self, targets: list[Target], scores: list[dict[str, float]]) -> list[tuple[bytes, bytes, None]]:
+        if len(scores) != len(targets):
+            raise ValueError(f"model returned {len(scores)} results for {len(targets)} windows")
+        stamp, mono = now_ms(), time.monotonic()
+        records = []
+        for target, score in zip(targets, scores, strict=True):
+            prediction = build_prediction(
+                target.key.decode(),
+                self.pseudo.key_id,
+                score,
+                self.model.version,
+                target.window,
+                latency_ms=(mono - target.arrival) * 1000,
+                now_ms=stamp,
+            )
+            records.append((target.key, encode_prediction(prediction), None))
+        return records
+
+    # -- the agent -----------------------------------------------------------------------------
+
+    async def consume(self, stream: StreamT) -> None:
+        """Faust agent body: micro-batches from the events topic, with the job runner alongside."""
+        runner = asyncio.ensure_future(self.run_jobs())
+        s = self.settings
+        try:
+            async for events in stream.take_events(s.max_batch, within=s.max_delay_ms / 1000):
+                if runner.done():
+                    runner.result()  # re-raise: a publishing failure must stop the worker
+                await self.intake(events)
+            await self.queue.join()
+        finally:
+            runner.cancel()
+
+
+def _inference_letter(event: EventT) -> DeadLetter:
+    msg = event.message
+    return DeadLetter(
+        msg.key, msg.value, INFERENCE_FAILED, "model inference failed after retries",
+        msg.topic, msg.partition, msg.offset,
+    )
+

@@ -1,0 +1,110 @@
+"""One real worker: bad records go to the DLQ with reasons, and a burst for one user is coalesced."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from stream.broker import EmbeddedBroker
+from stream.validation import validate_prediction
+from tests.integration.worker_support import (
+    Msg,
+    WorkerEnv,
+    WorkerProcess,
+    collect,
+    latest_by_user,
+    new_env,
+    produce,
+    reflects,
+)
+
+pytestmark = pytest.mark.integration
+T0 = 1_700_000_000_000
+
+
+def valid_event(user: str, i: int, **extra: Any) -> dict[str, Any]:
+    kinds = ("view", "view", "click", "cart", "fav", "purchase")
+    return {"user_id": user, "event_type": kinds[i % 6], "ts": T0 + i * 1000, "item_id": f"i{i % 7}", **extra}
+
+
+# (expected error.code, raw value) for each kind of bad record
+BAD_KINDS: list[tuple[str, bytes | None]] = [
+    ("not_json", b'{"user_id": "x", '),
+    ("not_json", None),  # a null value (tombstone) on the events topic
+    ("not_utf8", b'{"user_id": "\xff\xfe"}'),
+    ("oversized", orjson.dumps({**valid_event("x", 1), "attrs": {"pad": "p" * 256}, "blob": "b" * 20_000})),
+    ("wrong_type", orjson.dumps({**valid_event("x", 1), "ts": "yesterday"})),
+    ("missing_field", orjson.dumps({"user_id": "x", "event_type": "view", "ts": T0})),
+    ("bad_value", orjson.dumps({**valid_event("x", 1), "event_type": "teleport"})),
+    ("not_object", b"[1, 2, 3]"),
+]
+
+
+@pytest.fixture(scope="module")
+def worker(
+    broker: EmbeddedBroker, tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[WorkerEnv, WorkerProcess]]:
+    wenv = new_env(broker.bootstrap)
+    with WorkerProcess(wenv, tiny_bundle, tmp_path_factory.mktemp("batches")) as running:
+        yield wenv, running.wait_ready()
+
+
+def test_mixed_input_sends_exactly_the_invalid_records_to_the_dlq(
+    worker: tuple[WorkerEnv, WorkerProcess], broker: EmbeddedBroker
+) -> None:
+    wenv, process = worker
+    valid = [valid_event(f"m{u}", i, email="a@b.example") for u in range(100) for i in range(10)]
+    bad = [(code, value) for _ in range(25) for code, value in BAD_KINDS]
+    records: list[tuple[str | None, bytes | None, bytes | None]] = [
+        *((None, e["user_id"].encode(), orjson.dumps(e)) for e in valid),
+        *((code, f"bad{i}".encode(), value) for i, (code, value) in enumerate(bad)),
+    ]
+    random.Random(4).shuffle(records)
+    newest = {wenv.user(f"m{u}"): T0 + 9000 for u in range(100)}
+
+    placed = produce(broker.bootstrap, wenv.settings.events_topic, [(k, v) for _, k, v in records])
+    dlq = collect(broker.bootstrap, wenv.settings.dlq_topic, lambda got: len(got) >= 200, timeout=120)
+    predictions = collect(
+        broker.bootstrap, wenv.settings.predictions_topic, reflects(newest, dict.fromkeys(newest, 10)), timeout=120
+    )
+
+    expected = {
+        (str(p), str(o)): (code, key, value)
+        for (code, key, value), (p, o) in zip(records, placed, strict=True)
+        if code is not None
+    }
+    got = {(m.headers["source.partition"], m.headers["source.offset"]): m for m in dlq}
+    assert len(dlq) == 200 and got.keys() == expected.keys()
+    for where, (code, key, value) in expected.items():
+        message = got[where]
+        assert message.headers["error.code"] == code
+        assert message.headers["source.topic"] == wenv.settings.events_topic
+        assert message.headers["error.message"]
+        assert (message.key, message.value) == (key, value)
+    assert all(validate_prediction(orjson.loads(m.value or b"")) is None for m in predictions)
+    assert process.metric("bstream_dlq_total") == 200
+    for code, n in Counter(code for code, _ in bad).items():
+        assert process.metric("bstream_invalid_total", reason=code) == n
+    assert process.metric("bstream_dropped_fields_total", kind="email") >= 1000
+
+
+def test_a_burst_for_one_user_is_coalesced(worker: tuple[WorkerEnv, WorkerProcess], broker: EmbeddedBroker) -> None:
+    wenv, _ = worker
+    burst = [valid_event("burst-user", i) for i in range(50)]
+    user = wenv.user("burst-user")
+
+    produce(broker.bootstrap, wenv.settings.events_topic, [(b"burst-user", orjson.dumps(e)) for e in burst])
+    records = collect(
+        broker.bootstrap, wenv.settings.predictions_topic, reflects({user: T0 + 49_000}, {user: 50}), timeout=60
+    )
+
+    mine: list[Msg] = [r for r in records if r.key == user.encode()]
+    assert len(mine) <= 5, f"{len(mine)} inferences for a burst of 50 events"
+    final = latest_by_user(mine)[user]
+    assert (final["window_size"], final["last_event_ts"]) == (50, T0 + 49_000)

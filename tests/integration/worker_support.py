@@ -1,0 +1,264 @@
+"""Helpers for the worker integration tests: unique topics, a real worker subprocess, reading topics."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from stream.broker import free_port
+from stream.privacy import pseudonym
+from stream.settings import Settings
+from stream.topics import create_topics, default_topics
+
+BSTREAM = Path(sys.executable).parent / "bstream"
+TEST_KEY = "integration-test-hmac-key-0123456789"
+
+
+@dataclass(frozen=True)
+class Msg:
+    """One consumed record."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkerEnv:
+    """Topic names, app id and key of one isolated worker deployment on a shared broker."""
+
+    bootstrap: str
+    suffix: str
+    partitions: int = 4
+
+    @property
+    def settings(self) -> Settings:
+        s = self.suffix
+        return Settings(
+            bootstrap=self.bootstrap,
+            events_topic=f"events-{s}",
+            predictions_topic=f"predictions-{s}",
+            dlq_topic=f"dlq-{s}",
+            control_topic=f"control-{s}",
+            app_id=f"app-{s}",
+            partitions=self.partitions,
+        )
+
+    @property
+    def changelog_topic(self) -> str:
+        return f"app-{self.suffix}-windows-changelog"
+
+    def env(self, data_dir: Path) -> dict[str, str]:
+        s = self.settings
+        return {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "BSTREAM_BOOTSTRAP": self.bootstrap,
+            "BSTREAM_EVENTS_TOPIC": s.events_topic,
+            "BSTREAM_PREDICTIONS_TOPIC": s.predictions_topic,
+            "BSTREAM_DLQ_TOPIC": s.dlq_topic,
+            "BSTREAM_CONTROL_TOPIC": s.control_topic,
+            "BSTREAM_APP_ID": s.app_id,
+            "BSTREAM_PARTITIONS": str(self.partitions),
+            "BSTREAM_HMAC_KEY": TEST_KEY,
+            "BSTREAM_DATA_DIR": str(data_dir),
+        }
+
+    def user(self, raw_id: str) -> str:
+        """The documented pseudonym formula, computed independently of the worker."""
+        return pseudonym(TEST_KEY.encode(), raw_id)
+
+
+def new_env(bootstrap: str, partitions: int = 4) -> WorkerEnv:
+    """A fresh deployment with its topics created."""
+    wenv = WorkerEnv(bootstrap, uuid.uuid4().hex[:8], partitions)
+    create_topics(wenv.settings, default_topics(wenv.settings, partitions))
+    return wenv
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class WorkerProcess:
+    """`bstream worker` as a real subprocess, with its log in a file and metrics on a free port."""
+
+    def __init__(self, wenv: WorkerEnv, bundle: Path, workdir: Path, *args: str, name: str = "worker") -> None:
+        self.wenv, self.bundle, self.args = wenv, bundle, args
+        self.log_path = workdir / f"{name}.log"
+        self.data_dir = workdir / f"{name}-data"
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        cmd = [str(BSTREAM), "worker", "--model", str(self.bundle), "--metrics-port", str(self.port)]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*cmd, *self.args],
+                env=self.wenv.env(self.data_dir),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def _get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def wait_ready(self, timeout: float = 120.0) -> WorkerProcess:
+        """Block until /health says ready; fail with the log tail if the worker dies first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log()[-3000:]}")
+            with contextlib.suppress(OSError):
+                if self._get("/health")[0] == 200:
+                    return self
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()[-3000:]}")
+
+    def metrics_text(self) -> str:
+        return self._get("/metrics")[1]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        for line in self.metrics_text().splitlines():
+            match = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
+            if not match:
+                continue
+            found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
+            if all(found.get(k) == v for k, v in labels.items()):
+                total += float(match.group(2))
+        return total
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit code (SIGKILL if it does not stop in time)."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"worker ignored SIGTERM for {timeout}s:\n{self.log()[-3000:]}") from None
+        return self.proc.returncode
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    records: list[tuple[bytes | None, bytes | None]],
+    partitioner: str = "murmur2_random",
+) -> list[tuple[int, int]]:
+    """Send (key, value) records in order, wait for every ack; returns each one's (partition, offset)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": partitioner, "linger.ms": 5})
+    placed: list[tuple[int, int]] = [(-1, -1)] * len(records)
+    errors: list[Any] = []
+
+    def report(index: int) -> Callable[[Any, Any], None]:
+        def on_delivery(err: Any, msg: Any) -> None:
+            if err:
+                errors.append(err)
+            else:
+                placed[index] = (msg.partition(), msg.offset())
+
+        return on_delivery
+
+    for i, (key, value) in enumerate(records):
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=report(i))
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(60) == 0
+    assert not errors, errors[:3]
+    return placed
+
+
+def collect(
+    bootstrap: str, topic: str, done: Callable[[list[Msg]], bool], timeout: float = 90.0
+) -> list[Msg]:
+    """Read `topic` from the beginning until `done(records)` holds (or fail after `timeout`)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False})
+    meta = consumer.list_topics(topic, timeout=10).topics[topic]
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+    records: list[Msg] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            for m in consumer.consume(10_000, 0.3):
+                if m.error():
+                    continue
+                headers = {k: v.decode() for k, v in (m.headers() or [])}
+                records.append(Msg(m.partition(), m.offset(), m.key(), m.value(), headers))
+            if done(records):
+                return records
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: condition not met after {timeout}s ({len(records)} records)")
+    finally:
+        consumer.close()
+
+
+def latest_by_user(records: list[Msg]) -> dict[str, dict[str, Any]]:
+    """Each user's last prediction (a user's predictions share one partition and are read in order)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        prediction = orjson.loads(record.value or b"")
+        latest[prediction["user"]] = prediction
+    return latest
+
+
+def reflects(newest: dict[str, int], sizes: dict[str, int] | None = None) -> Callable[[list[Msg]], bool]:
+    """Condition: every user's last prediction has their newest event (and the window size, if given)."""
+
+    def done(records: list[Msg]) -> bool:
+        latest = latest_by_user(records)
+        for user, ts in newest.items():
+            last = latest.get(user)
+            if last is None or last["last_event_ts"] != ts:
+                return False
+            if sizes is not None and last["window_size"] != sizes[user]:
+                return False
+        return True
+
+    return done
