@@ -69,7 +69,7 @@ def fit_lightgbm(
     best: Baseline | None = None
     grid = itertools.product((7, 15, 31), (0.03, 0.1), (20, 100), (None, 4.0))
     for leaves, lr, min_child, pos_weight in grid:
-        params = {
+        params: dict[str, Any] = {
             "num_leaves": leaves,
             "learning_rate": lr,
             "min_child_samples": min_child,

@@ -7,7 +7,6 @@ then the top-k reasons exactly as a prediction would carry them.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -16,7 +15,8 @@ from typing import Any
 
 import click
 
-FORMATS = ("jsonl", "taobao", "rees46")
+from stream.formats import FORMAT_NAMES
+
 BAR_WIDTH = 24
 METHOD_NOTE = {
     "occlusion": "weight = score(full window) - score(window without the event)",
@@ -80,13 +80,16 @@ def render_lines(window: Sequence[Mapping[str, Any]], weights: Mapping[int, floa
 @click.command(help="Explain one user window: the score and which events moved it.")
 @click.option(
     "--bundle",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=lambda: os.environ.get("BSTREAM_MODEL_DIR"),
     required=True,
-    help="Model bundle directory  [default: $BSTREAM_MODEL_DIR]",
+    envvar="BSTREAM_MODEL",
+    show_envvar=True,
+    type=click.Path(path_type=Path),
+    help="Model bundle directory.",
 )
 @click.option("--events", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(FORMAT_NAMES), default="jsonl", show_default=True
+)
 @click.option("--user", default=None, help="User id to explain (needed when the file has several).")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option(

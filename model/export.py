@@ -16,9 +16,12 @@ from torch import nn
 from model.bundle import (
     CHECKPOINT_FILE,
     META_FILE,
+    METRICS_FILE,
     MODEL_FILE,
+    PLOTS_DIR,
     TOKENIZER_DIR,
     BundleMeta,
+    read_meta,
     sha256_file,
     write_meta,
 )
@@ -103,6 +106,7 @@ def export_bundle(
     metrics: dict[str, Any] | None = None,
     dp_epsilon: float | None = None,
     save_checkpoint: bool = True,
+    carry_from: Path | None = None,
 ) -> Path:
     """Trace, check parity, then write the bundle atomically (staging dir, then rename)."""
     out_dir = Path(out_dir)
@@ -136,6 +140,12 @@ def export_bundle(
             files=files,
         )
         write_meta(staging, meta)
+        for name in (METRICS_FILE, PLOTS_DIR, "eval"):  # reports of the bundle being replaced
+            source = carry_from / name if carry_from else None
+            if source is not None and source.is_file():
+                shutil.copy2(source, staging / name)
+            elif source is not None and source.is_dir():
+                shutil.copytree(source, staging / name)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
@@ -149,3 +159,27 @@ def load_checkpoint(path: Path | str) -> BehaviorBert:
     """Rebuild the eager model from a checkpoint.pt written by export_bundle or training."""
     data = torch.load(str(path), map_location="cpu", weights_only=True)
     return BehaviorBert.from_state(ModelConfig.from_dict(data["model"]), data["state"])
+
+
+def reexport(bundle: Path, checkpoint: Path | None, out_dir: Path) -> tuple[Path, float]:
+    """Export `checkpoint` (default: the bundle's) with the bundle's tokenizer and encoding."""
+    from model.runtime import load_tokenizer
+
+    meta = read_meta(bundle)
+    checkpoint = checkpoint or bundle / CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        raise ExportError(f"no checkpoint to export: {checkpoint} is missing")
+    model = load_checkpoint(checkpoint)
+    metrics = {k: v for k, v in meta.metrics.items() if k != "export_parity_max_abs_diff"}
+    written = export_bundle(
+        model,
+        load_tokenizer(bundle / TOKENIZER_DIR),
+        EncodingConfig.from_dict(meta.encoding),
+        out_dir,
+        base_model=meta.base_model,
+        data_fingerprint=meta.data_fingerprint,
+        metrics=metrics,
+        dp_epsilon=meta.dp_epsilon,
+        carry_from=bundle,
+    )
+    return written, float(read_meta(written).metrics["export_parity_max_abs_diff"])

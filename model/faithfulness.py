@@ -44,8 +44,9 @@ class Faithfulness:
 def true_deltas(runtime: Runtime, windows: Sequence[Window], label: str) -> list[dict[int, float]]:
     """score(full) - score(without i) for every encoded event i, via plain Runtime.predict."""
     kept = [kept_events(enc) for enc in runtime.encode(windows)]
-    variants = [without(w, i) for w, idx in zip(windows, kept, strict=True) for i in idx]
-    scores = [p[label] for p in runtime.predict(list(windows) + variants)]
+    rows: list[Window] = list(windows)
+    rows += [without(w, i) for w, idx in zip(windows, kept, strict=True) for i in idx]
+    scores = [p[label] for p in runtime.predict(rows)]
     full, rest = scores[: len(windows)], scores[len(windows) :]
     out, start = [], 0
     for base, idx in zip(full, kept, strict=True):

@@ -50,7 +50,10 @@ def window_features(window: Sequence[Mapping[str, Any]]) -> list[float]:
     recent30 = [e for e in window if now - e["ts"] <= 30 * 60_000]
     bought = {e["item_id"] for e in window if e["event_type"] == "purchase"}
     carted = {e["item_id"] for e in window if e["event_type"] == "cart"}
-    last_ts = {t: max((e["ts"] for e in window if e["event_type"] == t), default=None) for t in ("cart", "purchase")}
+    last_ts = {
+        t: max((e["ts"] for e in window if e["event_type"] == t), default=None)
+        for t in ("cart", "purchase")
+    }
     hour = ((now // 1000 + TZ_OFFSET_S) % 86400) / 3600.0
     return [
         *counts,

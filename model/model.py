@@ -63,15 +63,22 @@ class BehaviorBert(nn.Module):
 
     @classmethod
     def from_base(
-        cls, base_dir: Path | str, labels: tuple[str, ...] = ("purchase",), **kw: Any
+        cls,
+        base_dir: Path | str,
+        labels: tuple[str, ...] = ("purchase",),
+        layers: int | None = None,
+        **kw: Any,
     ) -> BehaviorBert:
-        """Pretrained encoder from a local HF BERT directory, fresh head."""
+        """Pretrained encoder from a local HF BERT dir (optionally its first layers), new head."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         hf_logging.set_verbosity_error()  # the unused pooler weights are expected, not news
         hf_logging.disable_progress_bar()
         bert = BertModel.from_pretrained(
             str(base_dir), add_pooling_layer=False, attn_implementation="sdpa"
         )
+        if layers is not None and layers < bert.config.num_hidden_layers:
+            bert.encoder.layer = bert.encoder.layer[:layers]  # lower layers only: cheaper on CPU
+            bert.config.num_hidden_layers = layers
         config = ModelConfig(labels=labels, bert=bert.config.to_dict(), **kw)
         return cls(config, bert)
 

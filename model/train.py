@@ -42,15 +42,17 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_train: int = 6000  # training windows per epoch
     pos_frac: float = 0.35  # share of positives in the training sample (imbalance handling)
-    val_size: int = 2500
-    eval_every: int = 80  # steps
+    val_size: int = 1500
+    eval_every: int = 100  # steps
     patience: int = 4  # evaluations without val PR-AUC gain
     recent_frac: float = 1.0  # sample from the most recent share of train prefixes
+    layers: int | None = None  # keep only the base model's first N layers (None: all)
     freeze_word_embeddings: bool = True  # 12M rarely used params; Adam on them costs time
     seed: int = 0
     dp_epsilon: float | None = None
     dp_delta: float = 1e-5
     dp_max_grad_norm: float = 1.0
+    dp_train: str = "top"  # what DP-SGD trains: all | top (last layer + head) | head; model/dp.py
 
 
 @dataclass
@@ -64,6 +66,7 @@ class TrainResult:
     n_train: int = 0
     n_val: int = 0
     dp_epsilon: float | None = None
+    dp: dict[str, Any] | None = None  # model.dp.dp_report: epsilon spent, delta, what was trained
 
 
 def seed_everything(seed: int) -> None:
@@ -170,7 +173,7 @@ def train_model(
     total = max(1, math.ceil(cfg.epochs * len(loader)))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(total, cfg.warmup))
     best_state, best_pr, bad_evals, step = None, -1.0, 0, 0
-    bar = tqdm(total=total, desc="train", unit="step")
+    bar = tqdm(total=total, desc="train", unit="step", mininterval=2.0)
     result.stopped = "completed"
     while step < total and not result.stopped.startswith(("time", "early")):
         for ids, mask, y in loader:
@@ -212,14 +215,18 @@ def train_model(
             if step >= total or result.stopped.startswith(("time", "early")):
                 break
     bar.close()
+    if cfg.dp_epsilon is not None:
+        from model.dp import dp_report, release
+
+        result.dp = dp_report(optimizer, loader, step, cfg, model)
+        result.dp_epsilon = result.dp["epsilon"]
+        model = release(model)
     model = getattr(model, "_module", model)  # opacus wraps the module
     assert best_state is not None
     model.load_state_dict({k.removeprefix("_module."): v for k, v in best_state.items()})
     result.model = model.eval()
     result.calibration = calibrate_head(result.model, encoder, val_enc, val_y)
     result.seconds = time.monotonic() - started
-    if cfg.dp_epsilon is not None:
-        result.dp_epsilon = cfg.dp_epsilon
     return result
 
 
@@ -251,25 +258,6 @@ def summary(cfg: TrainConfig, result: TrainResult, encoding: EncodingConfig) -> 
     }
 
 
-def plot_history(history: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    steps = [h["step"] for h in history]
-    ax.plot(steps, [h["val_pr_auc"] for h in history], marker="o", label="val PR-AUC")
-    ax.plot(steps, [h["val_auc"] for h in history], marker="s", label="val AUC")
-    ax.set_xlabel("step")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def train_bundle(
     data: LabelledData,
     out_dir: Path,
@@ -282,12 +270,13 @@ def train_bundle(
 
     from model.bundle import METRICS_FILE, PLOTS_DIR
     from model.export import export_bundle
+    from model.plots import plot_history
     from model.runtime import load_tokenizer
 
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(base_dir)
     encoder = Encoder(tokenizer, encoding)
-    model = BehaviorBert.from_base(base_dir, labels=data.label_names)
+    model = BehaviorBert.from_base(base_dir, labels=data.label_names, layers=cfg.layers)
     result = train_model(model, encoder, data, encoding.window, cfg)
     metrics = summary(cfg, result, encoding)
     metrics["data"] = data.stats
@@ -298,7 +287,11 @@ def train_bundle(
         out_dir,
         base_model=str(base_dir),
         data_fingerprint=data.fingerprint,
-        metrics={"best": result.best, "train_seconds": round(result.seconds, 1)},
+        metrics={
+            "best": result.best,
+            "train_seconds": round(result.seconds, 1),
+            **({"dp": result.dp} if result.dp else {}),
+        },
         dp_epsilon=result.dp_epsilon,
     )
     (bundle / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str) + "\n")

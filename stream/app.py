@@ -83,7 +83,7 @@ def broker_credentials(settings: Settings) -> Any:
 
 
 def create_app(settings: Settings, partitions: int | None = None) -> StreamApp:
-    """Build the app; `partitions` is the events topic's partition count (Settings.partitions if unknown)."""
+    """Build the app; `partitions`: the events topic's partition count (default Settings.partitions)."""
     n = partitions or settings.partitions
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -106,10 +106,20 @@ def create_app(settings: Settings, partitions: int | None = None) -> StreamApp:
     )
     # Each batch writes up to max_batch changelog records at once; Faust warns above this size.
     app.producer.buffer.max_messages = max(100, 2 * settings.max_batch)
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
     windows = app.tables.add(
         PinnedTable(
-            app, name=WINDOWS_TABLE, beacon=app.tables.beacon, partitions=n, key_type=bytes, value_type=bytes
+            app,
+            name=WINDOWS_TABLE,
+            beacon=app.tables.beacon,
+            partitions=n,
+            key_type=bytes,
+            value_type=bytes,
         )
     )
     return StreamApp(

@@ -17,7 +17,7 @@ from stream.windows import Entry, Window
 
 @dataclass(slots=True)
 class Item:
-    """One valid event, ready for its window: table key (pseudonym bytes), entry, source partition."""
+    """One valid event ready for its window: table key (pseudonym bytes), entry, partition."""
 
     key: bytes
     entry: Entry

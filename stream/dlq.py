@@ -1,4 +1,4 @@
-"""Dead-letter records: the original key and bytes, unchanged, with reason headers (schemas/dlq_record.v1.json).
+"""Dead letters: the original key and bytes, unchanged, plus reason headers (dlq_record.v1.json).
 
 >>> dict(dlq_headers("not_json", "bad", "behavior.events", 3, 17))["source.offset"]
 b'17'

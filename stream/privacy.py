@@ -49,7 +49,9 @@ class PrivacyError(ValueError):
 
 
 def _name_tokens(field_name: str) -> set[str]:
-    lowered = field_name.lower()
+    lowered = re.sub(
+        r"([a-z0-9])([A-Z])", r"\1_\2", field_name
+    ).lower()  # phoneNumber -> phone_number
     return {lowered, *re.split(r"[^a-z0-9]+", lowered)}
 
 
@@ -62,7 +64,7 @@ def _is_ip(value: str) -> bool:
 
 
 def classify_field(name: str, value: Any) -> str:
-    """PII kind of a dropped field, from its name and then its value: email|phone|ip|name|address|other."""
+    """PII kind of a dropped field, by name then value: email|phone|ip|name|address|other."""
     tokens = _name_tokens(name)
     for kind, hints in _NAME_HINTS:
         if tokens.intersection(hints):
@@ -86,7 +88,9 @@ def load_key(settings: Settings) -> bytes | None:
         try:
             key = settings.hmac_key_file.read_bytes().strip()
         except OSError as exc:
-            raise PrivacyError(f"cannot read HMAC key file {settings.hmac_key_file}: {exc.strerror}") from exc
+            raise PrivacyError(
+                f"cannot read HMAC key file {settings.hmac_key_file}: {exc.strerror}"
+            ) from exc
     else:
         return None
     if len(key) < MIN_KEY_BYTES:
@@ -111,7 +115,7 @@ def pseudonym(key: bytes, user_id: str) -> str:
 
 
 class Pseudonymizer:
-    """Maps raw user ids to output user keys: HMAC pseudonyms, or raw ids when no key (explicit opt-in)."""
+    """Maps raw user ids to user keys: HMAC pseudonyms, or raw ids without a key (opt-in)."""
 
     def __init__(self, key: bytes | None, key_id: str | None) -> None:
         self.key_id = key_id if key is not None else None

@@ -69,13 +69,16 @@ def encode_prediction(prediction: Mapping[str, Any]) -> bytes:
 class Sender(Protocol):
     """The part of a Faust topic that publishing needs (`faust.Topic.send`)."""
 
-    async def send(self, *, key: Any = ..., value: Any = ..., headers: Any = ..., force: bool = ...) -> Any: ...
+    async def send(
+        self, *, key: Any = ..., value: Any = ..., headers: Any = ..., force: bool = ...
+    ) -> Any: ...
 
 
 async def send_all(
-    topic: Sender, records: Sequence[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None]]
+    topic: Sender,
+    records: Sequence[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None]],
 ) -> None:
-    """Send (key, value, headers) records and wait until the broker acknowledged every one of them."""
+    """Send (key, value, headers) records; return once the broker acknowledged them all."""
     pending: list[Awaitable[Any]] = []
     for key, value, headers in records:
         # force=True: publish now, never as a Faust "attachment" deferred to the next commit

@@ -20,14 +20,15 @@ BROKER_PROBE_INTERVAL_S = 5.0
 def active_partitions(sapp: StreamApp) -> set[int]:
     """Events partitions this worker owns now (empty while rebalancing or recovering)."""
     app = sapp.app
-    if app.rebalancing or not app.tables.recovery.completed.is_set():
+    tables: Any = app.tables
+    if app.rebalancing or not tables.recovery.completed.is_set():
         return set()
     topic = sapp.events.get_topic_name()
     return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
 
 
 def expire_idle(sapp: StreamApp, idle_ttl_s: float, now_ms: int | None = None) -> int:
-    """Delete windows of owned partitions idle longer than the TTL (tombstones go to their partition)."""
+    """Delete owned windows idle longer than the TTL (tombstones go to their own partition)."""
     owned = active_partitions(sapp)
     if not owned:
         return 0
@@ -69,7 +70,9 @@ def update_health(sapp: StreamApp, metrics: Metrics, next_offset: dict[int, int]
             highwater = consumer.highwater(tp)
             if highwater is not None and highwater >= 0:
                 consumed = next_offset.get(tp.partition, 0)
-                metrics.consumer_lag.labels(partition=str(tp.partition)).set(max(0, highwater - consumed))
+                metrics.consumer_lag.labels(partition=str(tp.partition)).set(
+                    max(0, highwater - consumed)
+                )
 
 
 async def broker_reachable(bootstrap: str, timeout: float = 2.0) -> bool:
@@ -78,7 +81,7 @@ async def broker_reachable(bootstrap: str, timeout: float = 2.0) -> bool:
         host, _, port = hostport.strip().rpartition(":")
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
-        except (OSError, ValueError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, ValueError):
             continue
         writer.close()
         with contextlib.suppress(Exception):
@@ -87,7 +90,9 @@ async def broker_reachable(bootstrap: str, timeout: float = 2.0) -> bool:
     return False
 
 
-def install_timers(sapp: StreamApp, settings: Settings, metrics: Metrics, next_offset: dict[int, int]) -> None:
+def install_timers(
+    sapp: StreamApp, settings: Settings, metrics: Metrics, next_offset: dict[int, int]
+) -> None:
     """Register the periodic upkeep on the Faust app."""
     app = sapp.app
     expiry_interval = min(60.0, max(1.0, settings.idle_ttl_s / 4))
@@ -107,5 +112,7 @@ def install_timers(sapp: StreamApp, settings: Settings, metrics: Metrics, next_o
     async def broker() -> None:
         up = await broker_reachable(settings.bootstrap)
         if up != metrics.health.broker_up:
-            (log.info if up else log.error)("broker %s is %s", settings.bootstrap, "reachable" if up else "UNREACHABLE")
+            (log.info if up else log.error)(
+                "broker %s is %s", settings.bootstrap, "reachable" if up else "UNREACHABLE"
+            )
         metrics.set_health(broker_up=up)

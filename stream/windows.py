@@ -111,13 +111,20 @@ def decode_window(raw: bytes) -> Window:
     return Window(int(partition), int(seen_ms), tuple(tuple(e) for e in entries))  # type: ignore[misc]
 
 
+def _order(entry: Entry) -> tuple[int, str]:
+    return entry[0], entry[5]
+
+
 def insert_entry(entries: list[Entry], entry: Entry) -> bool:
-    """Insert by timestamp (after equal timestamps); False when its eid is already there."""
+    """Insert in (ts, eid) order; False when its eid is already there.
+
+    Ties on ts are broken by eid, so a window depends only on which events it saw, not on their
+    arrival order: redelivered events (at-least-once) leave it unchanged.
+    """
     eid = entry[5]
     if any(e[5] == eid for e in entries):
         return False
-    pos = bisect.bisect_right(entries, entry[0], key=lambda e: e[0])
-    entries.insert(pos, entry)
+    entries.insert(bisect.bisect_right(entries, _order(entry), key=_order), entry)
     return True
 
 
@@ -139,7 +146,7 @@ def apply_events(
     size: int,
     max_age_ms: int,
 ) -> Applied:
-    """Add entries to a window (None = empty): ordered, deduped, trimmed; records partition and time."""
+    """Add entries to a window (None = empty): ordered, deduped, trimmed; stamps partition, time."""
     entries = list(window.entries) if window is not None else []
     added = duplicates = 0
     for entry in new:

@@ -1,4 +1,4 @@
-"""The stream worker's agent: decode -> pseudonymise -> window -> batched inference -> publish -> ack.
+"""The stream worker: decode -> pseudonymise -> window -> batched inference -> publish -> ack.
 
 Delivery (at-least-once): each valid record's message gets an extra reference before the batch body
 returns, so `take_events` acking it does not make its offset committable; the reference is released
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from faust.types import EventT, StreamT
+from faust.types import EventT
 
 from stream.app import StreamApp
 from stream.batching import Item, Target, UserUpdate, model_inputs, plan_groups
@@ -90,14 +90,16 @@ class StreamWorker:
     def ingest(self, event: EventT, ref: int, fallback_arrival: float) -> Item | DeadLetter:
         """Decode one record into a window item, or a dead letter saying why not."""
         msg = event.message
-        self.next_offset[msg.partition] = max(self.next_offset.get(msg.partition, 0), msg.offset + 1)
+        self.next_offset[msg.partition] = max(
+            self.next_offset.get(msg.partition, 0), msg.offset + 1
+        )
         decoded = decode_event(msg.value, self.settings.max_event_bytes)
         if decoded.invalid is not None:
             code, text = decoded.invalid.code, decoded.invalid.message
             return DeadLetter(msg.key, msg.value, code, text, msg.topic, msg.partition, msg.offset)
         assert decoded.event is not None
         if decoded.dropped_fields:
-            self._count_dropped(msg.value, decoded.dropped_fields)
+            self._count_dropped(msg.value or b"", decoded.dropped_fields)
         user = self.pseudo(decoded.event["user_id"])
         arrival = msg.time_in if msg.time_in is not None else fallback_arrival
         return Item(user.encode(), entry_from_event(decoded.event), msg.partition, arrival, ref)
@@ -135,7 +137,7 @@ class StreamWorker:
             m.invalid.labels(reason=reason).inc(n)
 
     def update_window(self, update: UserUpdate) -> Target:
-        """Apply one user's new entries and write the window once (changelog to its events partition)."""
+        """Apply a user's new entries; write the window once (changelog to its events partition)."""
         table, s = self.sapp.windows, self.settings
         stored = table.get(update.key)
         applied = apply_events(
@@ -173,7 +175,7 @@ class StreamWorker:
             try:
                 await self.finish(job)
             except Exception as exc:
-                # Publishing failed for good: stop rather than skip, so the offsets stay uncommitted.
+                # Publishing failed for good: stop rather than skip, so offsets stay uncommitted.
                 log.error("publishing failed, stopping the worker: %s", type(exc).__name__)
                 await self.sapp.app.crash(exc)
                 raise
@@ -181,7 +183,7 @@ class StreamWorker:
                 self.queue.task_done()
 
     async def finish(self, job: Job) -> None:
-        """Infer (with retries), publish the predictions or DLQ the events, then release the events."""
+        """Infer (with retries), publish predictions or DLQ the events, then release the events."""
         records = await self.predict(job.targets)
         if records is None:
             await self.dead_letter([_inference_letter(e) for e in job.events])
@@ -208,13 +210,19 @@ class StreamWorker:
                 self.metrics.inference_failures.inc()
                 log.warning(
                     "inference failed for a batch of %d windows (attempt %d/%d): %s: %s",
-                    len(targets), attempt + 1, INFERENCE_RETRIES + 1, type(exc).__name__, str(exc)[:200],
+                    len(targets),
+                    attempt + 1,
+                    INFERENCE_RETRIES + 1,
+                    type(exc).__name__,
+                    str(exc)[:200],
                 )
                 if attempt < INFERENCE_RETRIES:
                     await asyncio.sleep(RETRY_BACKOFF_S * 2**attempt)
         return None
 
-    def _records(self, targets: list[Target], scores: list[dict[str, float]]) -> list[tuple[bytes, bytes, None]]:
+    def _records(
+        self, targets: list[Target], scores: list[dict[str, float]]
+    ) -> list[tuple[bytes, bytes, None]]:
         if len(scores) != len(targets):
             raise ValueError(f"model returned {len(scores)} results for {len(targets)} windows")
         stamp, mono = now_ms(), time.monotonic()
@@ -234,7 +242,7 @@ class StreamWorker:
 
     # -- the agent -----------------------------------------------------------------------------
 
-    async def consume(self, stream: StreamT) -> None:
+    async def consume(self, stream: Any) -> None:
         """Faust agent body: micro-batches from the events topic, with the job runner alongside."""
         runner = asyncio.ensure_future(self.run_jobs())
         s = self.settings
@@ -251,7 +259,11 @@ class StreamWorker:
 def _inference_letter(event: EventT) -> DeadLetter:
     msg = event.message
     return DeadLetter(
-        msg.key, msg.value, INFERENCE_FAILED, "model inference failed after retries",
-        msg.topic, msg.partition, msg.offset,
+        msg.key,
+        msg.value,
+        INFERENCE_FAILED,
+        "model inference failed after retries",
+        msg.topic,
+        msg.partition,
+        msg.offset,
     )
-

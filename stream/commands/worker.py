@@ -40,6 +40,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Build everything from settings and run until SIGTERM/SIGINT."""
     import faust
 
+    from stream import highwater
     from stream.app import create_app
     from stream.kafka import KafkaUnavailable
     from stream.metrics import Metrics, serve
@@ -65,6 +66,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
             f"cannot serve metrics on port {settings.metrics_port}: {exc.strerror}"
         ) from None
     sapp = create_app(settings, partitions)
+    highwater.install(sapp.app.consumer, settings)
     worker = StreamWorker(settings, sapp, runtime, pseudonymizer, metrics)
 
     async def consume(stream: Any) -> None:
@@ -79,8 +81,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         else f"pseudonyms key_id={pseudonymizer.key_id}"
     )
     click.echo(
-        f"bstream worker: model {runtime.version} on {runtime.device}, {partitions} partitions, {mode}, "
-        f"{ids}, metrics http://127.0.0.1:{server.server_port}/metrics",
+        f"bstream worker: model {runtime.version} on {runtime.device}, {partitions} partitions, "
+        f"{mode}, {ids}, metrics http://127.0.0.1:{server.server_port}/metrics",
         err=True,
     )
     try:

@@ -1,4 +1,4 @@
-"""One real worker: bad records go to the DLQ with reasons, and a burst for one user is coalesced."""
+"""One real worker: bad records go to the DLQ with reasons; a burst for one user is coalesced."""
 
 from __future__ import annotations
 
@@ -30,7 +30,13 @@ T0 = 1_700_000_000_000
 
 def valid_event(user: str, i: int, **extra: Any) -> dict[str, Any]:
     kinds = ("view", "view", "click", "cart", "fav", "purchase")
-    return {"user_id": user, "event_type": kinds[i % 6], "ts": T0 + i * 1000, "item_id": f"i{i % 7}", **extra}
+    return {
+        "user_id": user,
+        "event_type": kinds[i % 6],
+        "ts": T0 + i * 1000,
+        "item_id": f"i{i % 7}",
+        **extra,
+    }
 
 
 # (expected error.code, raw value) for each kind of bad record
@@ -38,7 +44,10 @@ BAD_KINDS: list[tuple[str, bytes | None]] = [
     ("not_json", b'{"user_id": "x", '),
     ("not_json", None),  # a null value (tombstone) on the events topic
     ("not_utf8", b'{"user_id": "\xff\xfe"}'),
-    ("oversized", orjson.dumps({**valid_event("x", 1), "attrs": {"pad": "p" * 256}, "blob": "b" * 20_000})),
+    (
+        "oversized",
+        orjson.dumps({**valid_event("x", 1), "attrs": {"pad": "p" * 256}, "blob": "b" * 20_000}),
+    ),
     ("wrong_type", orjson.dumps({**valid_event("x", 1), "ts": "yesterday"})),
     ("missing_field", orjson.dumps({"user_id": "x", "event_type": "view", "ts": T0})),
     ("bad_value", orjson.dumps({**valid_event("x", 1), "event_type": "teleport"})),
@@ -69,9 +78,14 @@ def test_mixed_input_sends_exactly_the_invalid_records_to_the_dlq(
     newest = {wenv.user(f"m{u}"): T0 + 9000 for u in range(100)}
 
     placed = produce(broker.bootstrap, wenv.settings.events_topic, [(k, v) for _, k, v in records])
-    dlq = collect(broker.bootstrap, wenv.settings.dlq_topic, lambda got: len(got) >= 200, timeout=120)
+    dlq = collect(
+        broker.bootstrap, wenv.settings.dlq_topic, lambda got: len(got) >= 200, timeout=120
+    )
     predictions = collect(
-        broker.bootstrap, wenv.settings.predictions_topic, reflects(newest, dict.fromkeys(newest, 10)), timeout=120
+        broker.bootstrap,
+        wenv.settings.predictions_topic,
+        reflects(newest, dict.fromkeys(newest, 10)),
+        timeout=120,
     )
 
     expected = {
@@ -94,14 +108,23 @@ def test_mixed_input_sends_exactly_the_invalid_records_to_the_dlq(
     assert process.metric("bstream_dropped_fields_total", kind="email") >= 1000
 
 
-def test_a_burst_for_one_user_is_coalesced(worker: tuple[WorkerEnv, WorkerProcess], broker: EmbeddedBroker) -> None:
+def test_a_burst_for_one_user_is_coalesced(
+    worker: tuple[WorkerEnv, WorkerProcess], broker: EmbeddedBroker
+) -> None:
     wenv, _ = worker
     burst = [valid_event("burst-user", i) for i in range(50)]
     user = wenv.user("burst-user")
 
-    produce(broker.bootstrap, wenv.settings.events_topic, [(b"burst-user", orjson.dumps(e)) for e in burst])
+    produce(
+        broker.bootstrap,
+        wenv.settings.events_topic,
+        [(b"burst-user", orjson.dumps(e)) for e in burst],
+    )
     records = collect(
-        broker.bootstrap, wenv.settings.predictions_topic, reflects({user: T0 + 49_000}, {user: 50}), timeout=60
+        broker.bootstrap,
+        wenv.settings.predictions_topic,
+        reflects({user: T0 + 49_000}, {user: 50}),
+        timeout=60,
     )
 
     mine: list[Msg] = [r for r in records if r.key == user.encode()]

@@ -1,4 +1,4 @@
-"""Replay 20k real Taobao events through a real worker: every user predicted with their newest event."""
+"""Replay 20k real Taobao events through a worker: every user predicted with their newest event."""
 
 from __future__ import annotations
 
@@ -47,8 +47,14 @@ def replayed(
         newest[user] = max(newest.get(user, 0), event["ts"])
     with WorkerProcess(wenv, tiny_bundle, tmp_path_factory.mktemp("taobao")) as worker:
         worker.wait_ready()
-        produce(broker.bootstrap, wenv.settings.events_topic, [(e["user_id"].encode(), event_json(e)) for e in events])
-        predictions = collect(broker.bootstrap, wenv.settings.predictions_topic, reflects(newest), timeout=180)
+        produce(
+            broker.bootstrap,
+            wenv.settings.events_topic,
+            [(e["user_id"].encode(), event_json(e)) for e in events],
+        )
+        predictions = collect(
+            broker.bootstrap, wenv.settings.predictions_topic, reflects(newest), timeout=180
+        )
         yield wenv, worker, events, predictions
 
 
@@ -93,12 +99,18 @@ def kcat_env(bootstrap: str, workdir: Path) -> dict[str, str] | None:
     probe = ["kcat", "-b", bootstrap, "-L", "-m", "5"]
     if subprocess.run(probe, capture_output=True, timeout=30).returncode == 0:
         return dict(os.environ)
-    libs = sorted(Path(confluent_kafka.__file__).parent.parent.glob("confluent_kafka.libs/librdkafka*.so*"))
+    libs = sorted(
+        Path(confluent_kafka.__file__).parent.parent.glob("confluent_kafka.libs/librdkafka*.so*")
+    )
     if not libs:
         return None
     (workdir / "librdkafka.so.1").symlink_to(libs[0])
     env = {**os.environ, "LD_LIBRARY_PATH": str(workdir)}
-    return env if subprocess.run(probe, capture_output=True, env=env, timeout=30).returncode == 0 else None
+    return (
+        env
+        if subprocess.run(probe, capture_output=True, env=env, timeout=30).returncode == 0
+        else None
+    )
 
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")
@@ -109,7 +121,18 @@ def test_kcat_reads_predictions_as_json(
     env = kcat_env(wenv.bootstrap, tmp_path)
     if env is None:
         pytest.skip("kcat cannot connect to the embedded broker with any available librdkafka")
-    cmd = ["kcat", "-b", wenv.bootstrap, "-C", "-t", wenv.settings.predictions_topic, "-e", "-q", "-f", "%s\\n"]
+    cmd = [
+        "kcat",
+        "-b",
+        wenv.bootstrap,
+        "-C",
+        "-t",
+        wenv.settings.predictions_topic,
+        "-e",
+        "-q",
+        "-f",
+        "%s\\n",
+    ]
 
     out = subprocess.run(cmd, capture_output=True, check=True, env=env, timeout=60).stdout
 

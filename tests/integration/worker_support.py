@@ -1,4 +1,4 @@
-"""Helpers for the worker integration tests: unique topics, a real worker subprocess, reading topics."""
+"""Worker integration test helpers: unique topics, a real worker subprocess, reading topics."""
 
 from __future__ import annotations
 
@@ -103,7 +103,9 @@ def _die_with_parent() -> None:
 class WorkerProcess:
     """`bstream worker` as a real subprocess, with its log in a file and metrics on a free port."""
 
-    def __init__(self, wenv: WorkerEnv, bundle: Path, workdir: Path, *args: str, name: str = "worker") -> None:
+    def __init__(
+        self, wenv: WorkerEnv, bundle: Path, workdir: Path, *args: str, name: str = "worker"
+    ) -> None:
         self.wenv, self.bundle, self.args = wenv, bundle, args
         self.log_path = workdir / f"{name}.log"
         self.data_dir = workdir / f"{name}-data"
@@ -111,7 +113,14 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        cmd = [str(BSTREAM), "worker", "--model", str(self.bundle), "--metrics-port", str(self.port)]
+        cmd = [
+            str(BSTREAM),
+            "worker",
+            "--model",
+            str(self.bundle),
+            "--metrics-port",
+            str(self.port),
+        ]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [*cmd, *self.args],
@@ -171,13 +180,17 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"worker ignored SIGTERM for {timeout}s:\n{self.log()[-3000:]}") from None
+                raise AssertionError(
+                    f"worker ignored SIGTERM for {timeout}s:\n{self.log()[-3000:]}"
+                ) from None
         return self.proc.returncode
 
     def __enter__(self) -> WorkerProcess:
         return self.start()
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
@@ -189,8 +202,10 @@ def produce(
     records: list[tuple[bytes | None, bytes | None]],
     partitioner: str = "murmur2_random",
 ) -> list[tuple[int, int]]:
-    """Send (key, value) records in order, wait for every ack; returns each one's (partition, offset)."""
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": partitioner, "linger.ms": 5})
+    """Send (key, value) records in order and wait for the acks; returns (partition, offset)s."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "partitioner": partitioner, "linger.ms": 5}
+    )
     placed: list[tuple[int, int]] = [(-1, -1)] * len(records)
     errors: list[Any] = []
 
@@ -219,7 +234,9 @@ def collect(
     bootstrap: str, topic: str, done: Callable[[list[Msg]], bool], timeout: float = 90.0
 ) -> list[Msg]:
     """Read `topic` from the beginning until `done(records)` holds (or fail after `timeout`)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False}
+    )
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
     records: list[Msg] = []
@@ -234,13 +251,15 @@ def collect(
             if done(records):
                 return records
             if time.monotonic() > deadline:
-                raise AssertionError(f"{topic}: condition not met after {timeout}s ({len(records)} records)")
+                raise AssertionError(
+                    f"{topic}: condition not met after {timeout}s ({len(records)} records)"
+                )
     finally:
         consumer.close()
 
 
 def latest_by_user(records: list[Msg]) -> dict[str, dict[str, Any]]:
-    """Each user's last prediction (a user's predictions share one partition and are read in order)."""
+    """Each user's last prediction (a user's predictions share a partition, read in order)."""
     latest: dict[str, dict[str, Any]] = {}
     for record in records:
         prediction = orjson.loads(record.value or b"")
@@ -248,8 +267,10 @@ def latest_by_user(records: list[Msg]) -> dict[str, dict[str, Any]]:
     return latest
 
 
-def reflects(newest: dict[str, int], sizes: dict[str, int] | None = None) -> Callable[[list[Msg]], bool]:
-    """Condition: every user's last prediction has their newest event (and the window size, if given)."""
+def reflects(
+    newest: dict[str, int], sizes: dict[str, int] | None = None
+) -> Callable[[list[Msg]], bool]:
+    """Condition: each user's last prediction has their newest event (and window size, if given)."""
 
     def done(records: list[Msg]) -> bool:
         latest = latest_by_user(records)

@@ -1,0 +1,248 @@
+"""Model CLI commands (train, eval, export, bench-model): thin click wrappers over model.* logic."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from model.explain_cli import explain  # noqa: F401  (`bstream explain`, in its own module)
+from stream.formats import FORMAT_NAMES
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+FORMAT = click.Choice(FORMAT_NAMES)
+EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+BUNDLE = click.option(
+    "--bundle", required=True, envvar="BSTREAM_MODEL", show_envvar=True,
+    type=click.Path(path_type=Path), help="Model bundle directory.",
+)  # fmt: skip
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn expected failures into one-line click errors (no tracebacks for user mistakes)."""
+    from model.bundle import BundleError
+    from model.export import ExportError
+    from stream.formats import FormatError
+
+    try:
+        yield
+    except (BundleError, ExportError, FormatError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        ) from exc
+
+
+def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--format",
+        "fmt",
+        type=FORMAT,
+        default="jsonl",
+        show_default=True,
+        help="Input file format.",
+    )(func)
+    func = click.option(
+        "--data", required=True, type=EXISTING_FILE, help="Event file (jsonl, taobao or rees46)."
+    )(func)
+    return func
+
+
+@click.command()
+@data_options
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write."
+)
+@click.option(
+    "--base",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Local HF BERT dir (default: all-MiniLM-L6-v2).",
+)
+@click.option(
+    "--max-minutes",
+    default=8.0,
+    show_default=True,
+    help="Wall-clock budget; keeps the best checkpoint so far.",
+)
+@click.option("--epochs", default=1.0, show_default=True, help="Passes over the training sample.")
+@click.option(
+    "--max-len", default=64, show_default=True, help="Tokens per window, including [CLS]/[SEP]."
+)
+@click.option(
+    "--window", default=50, show_default=True, help="Newest events considered per window."
+)
+@click.option(
+    "--max-train",
+    default=6000,
+    show_default=True,
+    help="Training windows per epoch (class-balanced sample).",
+)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--lr", default=1e-4, show_default=True, help="Encoder learning rate (head: 10x).")
+@click.option("--layers", type=int, default=None, help="Keep only the base model's first N layers.")
+@click.option(
+    "--labels",
+    default="purchase",
+    show_default=True,
+    help="Comma-separated heads, first is primary (purchase,cart).",
+)
+@click.option(
+    "--item-identity",
+    type=click.Choice(["local", "hash", "none"]),
+    default="local",
+    show_default=True,
+)
+@click.option(
+    "--time-mode", type=click.Choice(["every", "change"]), default="change", show_default=True
+)
+@click.option(
+    "--horizon-min",
+    default=30.0,
+    show_default=True,
+    help="Label: purchase within this many minutes.",
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--dp-epsilon",
+    type=float,
+    default=None,
+    help="Train with differential privacy at this epsilon.",
+)
+@click.option("--dp-delta", default=1e-5, show_default=True, help="DP delta (with --dp-epsilon).")
+@click.option(
+    "--dp-train",
+    type=click.Choice(["all", "top", "head"]),
+    default="top",
+    show_default=True,
+    help="What DP-SGD trains: all (but broadcast embeddings), top (last layer + head), head.",
+)
+def train(data: Path, fmt: str, out: Path, base: Path | None, **opts: Any) -> None:
+    """Fine-tune the pretrained BERT on behaviour windows and write a bundle."""
+    from model.data import load_data
+    from model.encoding import EncodingConfig
+    from model.model import default_base_dir
+    from model.train import TrainConfig, train_bundle
+
+    with user_errors():
+        labels = tuple(x.strip() for x in opts.pop("labels").split(",") if x.strip())
+        labelled = load_data(data, fmt, horizon_min=opts.pop("horizon_min"), labels=labels)
+        click.echo(f"data: {json.dumps(labelled.stats)}")
+        encoding = EncodingConfig(
+            max_len=opts.pop("max_len"), window=opts.pop("window"),
+            item_identity=opts.pop("item_identity"), time_mode=opts.pop("time_mode"),
+        )  # fmt: skip
+        cfg = TrainConfig(**{**opts, "head_lr": opts["lr"] * 10})
+        bundle, result = train_bundle(labelled, out, base or default_base_dir(), encoding, cfg)
+    click.echo(f"best: {json.dumps(result.best)}; {result.stopped}; {result.seconds:.0f} s")
+    click.echo(f"bundle written: {bundle}")
+
+
+@click.command()
+@BUNDLE
+@data_options
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    help="Write the machine-readable report here.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Report directory (default: <bundle>/eval)."
+)
+@click.option(
+    "--horizon-min", type=float, default=None, help="Label horizon (default: the bundle's)."
+)
+@click.option(
+    "--max-test", type=int, default=None, help="Evaluate a random subset of the test split."
+)
+@click.option(
+    "--bootstrap", "n_boot", default=1000, show_default=True, help="Bootstrap resamples for CIs."
+)
+@click.option("--quantize", is_flag=True, help="Score the bundle with int8 dynamic quantization.")
+@click.option("--seed", default=0, show_default=True)
+def evaluate(
+    bundle: Path,
+    data: Path,
+    fmt: str,
+    json_path: Path | None,
+    out: Path | None,
+    horizon_min: float | None,
+    **opts: Any,
+) -> None:
+    """Evaluate a bundle against logistic regression and LightGBM on the time-split test set."""
+    from model.bundle import validate_bundle
+    from model.data import load_data
+    from model.evaluate import evaluate as run_eval
+    from model.evaluate import write_outputs
+
+    with user_errors():
+        meta = validate_bundle(bundle)
+        fingerprint = meta.data_fingerprint or {}
+        horizon = (
+            horizon_min if horizon_min is not None else float(fingerprint.get("horizon_min", 30.0))
+        )
+        labelled = load_data(data, fmt, horizon_min=horizon)
+        result, scores, y = run_eval(bundle, labelled, **opts)
+        report = write_outputs(result, scores, y, out or bundle / "eval")
+        if json_path:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    click.echo(report.read_text())
+    click.echo(f"report: {report}")
+
+
+@click.command()
+@BUNDLE
+@click.option(
+    "--checkpoint",
+    type=EXISTING_FILE,
+    help="State dict to export (default: <bundle>/checkpoint.pt).",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Bundle directory to write (default: in place)."
+)
+def export(bundle: Path, checkpoint: Path | None, out: Path | None) -> None:
+    """Re-export a bundle's checkpoint to TorchScript; refuses if parity with eager fails."""
+    from model.export import reexport
+
+    with user_errors():
+        written, diff = reexport(bundle, checkpoint, out or bundle)
+    click.echo(f"exported {written} (parity max |dp| = {diff:.2e})")
+
+
+@click.command(name="bench-model")
+@BUNDLE
+@click.option("--batch-sizes", default="1,8,32,128", show_default=True)
+@click.option("--seconds", default=3.0, show_default=True, help="Measuring time per cell.")
+@click.option("--lengths", default=None, help="Token lengths (default: the bundle's buckets).")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True
+)
+@click.option(
+    "--json", "json_path", type=click.Path(path_type=Path), help="Write the figures as JSON."
+)
+def bench_model(
+    bundle: Path,
+    batch_sizes: str,
+    seconds: float,
+    lengths: str | None,
+    device: str,
+    json_path: Path | None,
+) -> None:
+    """Model-only throughput: eager vs TorchScript vs int8 by batch size; int8's accuracy cost."""
+    from model.bench import run_bench
+
+    with user_errors():
+        sizes = [int(x) for x in batch_sizes.split(",")]
+        lens = [int(x) for x in lengths.split(",")] if lengths else None
+        result = run_bench(bundle, sizes, lens, seconds, device, echo=click.echo)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2) + "\n")

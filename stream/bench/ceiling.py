@@ -1,0 +1,71 @@
+"""The model's own ceiling: batched `Runtime.predict` throughput on realistic windows, no Kafka."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tqdm import tqdm
+
+from stream.bench.data import Event
+
+
+@dataclass
+class Ceiling:
+    """Raw runtime throughput at one batch size (encoding included, as in the worker)."""
+
+    preds_per_s: float
+    batch_size: int
+    batches: int
+    batch_ms_p50: float
+    batch_ms_p95: float
+    window_events_mean: float
+    window_events_max: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty sequence.
+
+    >>> percentile([1, 2, 3, 4], 50), percentile([1, 2, 3, 4], 99)
+    (2, 4)
+    """
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil without floats drifting
+    return ordered[min(len(ordered), int(rank)) - 1]
+
+
+def measure_ceiling(
+    runtime: Any,
+    batches: Sequence[Sequence[list[Event]]],
+    min_seconds: float,
+    progress: bool = True,
+) -> Ceiling:
+    """Predict the batches (cycling) for at least `min_seconds` and 3 batches; one warm-up first."""
+    runtime.predict(batches[0])
+    times: list[float] = []
+    done = 0
+    started = time.perf_counter()
+    with tqdm(desc="model ceiling", unit="pred", disable=not progress, leave=False) as bar:
+        while len(times) < 3 or time.perf_counter() - started < min_seconds:
+            batch = batches[len(times) % len(batches)]
+            t0 = time.perf_counter()
+            runtime.predict(batch)
+            times.append(time.perf_counter() - t0)
+            done += len(batch)
+            bar.update(len(batch))
+    lengths = [len(w) for batch in batches for w in batch]
+    return Ceiling(
+        preds_per_s=done / sum(times),
+        batch_size=len(batches[0]),
+        batches=len(times),
+        batch_ms_p50=statistics.median(times) * 1000,
+        batch_ms_p95=percentile(times, 95) * 1000,
+        window_events_mean=statistics.fmean(lengths),
+        window_events_max=max(lengths),
+    )

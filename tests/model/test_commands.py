@@ -1,0 +1,81 @@
+"""Model CLI end to end on small data: train (tiny --base), eval JSON, export, bench-model, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from model.bundle import read_meta
+from model.commands import bench_model, evaluate, export, train
+
+
+@pytest.fixture(scope="module")
+def trained(sim_file: Path, tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained") / "bundle"
+    args = ["--data", str(sim_file), "--format", "jsonl", "--out", str(out), "--base", str(tiny_base),
+            "--max-train", "256", "--batch-size", "32", "--lr", "1e-3", "--max-minutes", "1", "--max-len", "64"]  # fmt: skip
+    result = CliRunner().invoke(train, args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_writes_a_bundle_with_metrics_and_plots(trained: Path) -> None:
+    meta = read_meta(trained)
+
+    assert meta.labels == ["purchase"] and meta.max_len == 64
+    assert meta.data_fingerprint and meta.data_fingerprint["format"] == "jsonl"
+    assert meta.metrics["best"]["val_pr_auc"] > 0
+    assert (trained / "metrics.json").is_file() and (trained / "plots" / "training.png").is_file()
+
+
+def test_eval_writes_the_report_json_with_every_model(trained: Path, sim_file: Path, tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+
+    result = CliRunner().invoke(
+        evaluate,
+        ["--bundle", str(trained), "--data", str(sim_file), "--format", "jsonl", "--json", str(report),
+         "--out", str(tmp_path / "eval"), "--bootstrap", "50"],  # fmt: skip
+    )
+
+    assert result.exit_code == 0, result.output
+    models = json.loads(report.read_text())["models"]
+    assert set(models) == {"bert", "logreg", "lightgbm"}
+    for m in models.values():
+        assert {"auc", "pr_auc", "logloss", "ece", "n_test", "n_pos"} <= set(m)
+        assert m["n_test"] > m["n_pos"] > 0 and 0 <= m["pr_auc"] <= 1
+    assert models["logreg"]["auc"] > 0.6  # simulated purchases follow carts and repeats
+    for png in ("roc.png", "pr.png", "calibration.png", "report.md"):
+        assert (tmp_path / "eval" / png).is_file()
+
+
+def test_export_re_exports_in_place_with_parity(trained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+
+    result = CliRunner().invoke(export, ["--bundle", str(trained), "--out", str(out)])
+
+    assert result.exit_code == 0, result.output
+    assert "parity max |dp|" in result.output
+    assert read_meta(out).metrics["best"] == read_meta(trained).metrics["best"]
+    assert (out / "metrics.json").is_file()
+
+
+def test_bench_model_prints_every_variant_and_the_anchor(tiny_bundle: Path) -> None:
+    result = CliRunner().invoke(bench_model, ["--bundle", str(tiny_bundle), "--seconds", "0.05", "--batch-sizes", "1,8"])
+
+    assert result.exit_code == 0, result.output
+    for word in ("eager", "torchscript", "int8", "max |dp|", "anchor"):
+        assert word in result.output
+
+
+def test_user_errors_are_one_line_and_non_zero(tmp_path: Path, sim_file: Path) -> None:
+    missing = CliRunner().invoke(evaluate, ["--bundle", str(tmp_path), "--data", str(sim_file)])
+    bad_format = CliRunner().invoke(
+        train, ["--data", str(sim_file), "--format", "taobao", "--out", str(tmp_path / "x")]
+    )
+
+    assert missing.exit_code != 0 and "bundle.json is missing" in missing.output
+    assert "Traceback" not in missing.output
+    assert bad_format.exit_code != 0 and "Error:" in bad_format.output

@@ -1,0 +1,57 @@
+"""Prediction v1 building: fields from the window, validation, clamping, bad scores refused."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+
+from stream.publish import InvalidPrediction, build_prediction, encode_prediction
+from stream.validation import validate_prediction
+from stream.windows import Window
+
+WINDOW = Window(1, 0, ((100, 0, "a", None, None, "e1"), (250, 2, "b", "c", 9.0, "e2")))
+
+
+def test_prediction_reflects_the_window_and_validates() -> None:
+    p = build_prediction(
+        "ab12", "k1", {"purchase": 0.25, "cart": 0.5}, "v7", WINDOW, latency_ms=12.34567, now_ms=999
+    )
+
+    assert p == {
+        "user": "ab12",
+        "key_id": "k1",
+        "scores": {"purchase": 0.25, "cart": 0.5},
+        "model_version": "v7",
+        "window_size": 2,
+        "last_event_ts": 250,
+        "predicted_at": 999,
+        "latency_ms": 12.346,
+    }
+    assert validate_prediction(orjson.loads(encode_prediction(p))) is None
+
+
+def test_raw_id_mode_has_no_key_id_and_rounding_noise_is_clamped() -> None:
+    p = build_prediction(
+        "u1", None, {"purchase": 1.0000001}, "v", WINDOW, latency_ms=-0.1, now_ms=1
+    )
+
+    assert "key_id" not in p
+    assert p["scores"]["purchase"] == 1.0 and p["latency_ms"] == 0.0
+
+
+@pytest.mark.parametrize("scores", [{"purchase": math.nan}, {"purchase": math.inf}, {"cart": 0.5}])
+def test_unusable_scores_are_refused(scores: dict[str, float]) -> None:
+    with pytest.raises(InvalidPrediction):
+        build_prediction("u1", "k1", scores, "v", WINDOW, latency_ms=1.0, now_ms=1)
+
+
+def test_reasons_are_carried_when_given() -> None:
+    reasons = [{"event_index": 1, "event_type": "cart", "item_id": "b", "weight": 0.3}]
+
+    p = build_prediction(
+        "u1", "k1", {"purchase": 0.4}, "v", WINDOW, latency_ms=1.0, now_ms=1, reasons=reasons
+    )
+
+    assert p["reasons"] == reasons
