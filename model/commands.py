@@ -108,6 +108,20 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
     show_default=True,
     help="Label: purchase within this many minutes.",
 )
+@click.option(
+    "--arch",
+    type=click.Choice(["causal", "bidirectional"]),
+    default="causal",
+    show_default=True,
+    help="causal: every event of a window is a training example (far more labels per step).",
+)
+@click.option(
+    "--clock",
+    type=click.Choice(["wall", "cpu"]),
+    default="wall",
+    show_default=True,
+    help="--max-minutes in wall time, or in CPU time / 2 (fair on a busy shared machine).",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--dp-epsilon",
@@ -134,11 +148,13 @@ def train(data: Path, fmt: str, out: Path, base: Path | None, **opts: Any) -> No
         labels = tuple(x.strip() for x in opts.pop("labels").split(",") if x.strip())
         labelled = load_data(data, fmt, horizon_min=opts.pop("horizon_min"), labels=labels)
         click.echo(f"data: {json.dumps(labelled.stats)}")
+        causal = opts.pop("arch") == "causal"
         encoding = EncodingConfig(
             max_len=opts.pop("max_len"), window=opts.pop("window"),
             item_identity=opts.pop("item_identity"), time_mode=opts.pop("time_mode"),
+            time_ref="prev" if causal else "now", name_order="oldest" if causal else "newest",
         )  # fmt: skip
-        cfg = TrainConfig(**{**opts, "head_lr": opts["lr"] * 10})
+        cfg = TrainConfig(**{**opts, "head_lr": opts["lr"] * 10, "causal": causal})
         bundle, result = train_bundle(labelled, out, base or default_base_dir(), encoding, cfg)
     click.echo(f"best: {json.dumps(result.best)}; {result.stopped}; {result.seconds:.0f} s")
     click.echo(f"bundle written: {bundle}")

@@ -33,6 +33,12 @@ class LabelledData:
     def split(self, name: str) -> list[Example]:
         return [ex for ex in self.examples if ex.split == name]
 
+    def labels_at(self, user: str, index: int) -> tuple[float, ...] | None:
+        """The labels of the user's event `index` if it is an example (None: purchase or purged)."""
+        if not hasattr(self, "_by_position"):
+            self._by_position = {(e.user, e.index): e.labels for e in self.examples}
+        return self._by_position.get((user, index))
+
     def window(self, example: Example, size: int) -> list[Mapping[str, Any]]:
         return window_of(self.sequences[example.user], example.index, size)
 

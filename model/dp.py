@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from typing import Any
 
 from torch import nn
@@ -30,6 +31,7 @@ BROADCAST = (
     "bert.embeddings.position_embeddings.weight",
     "bert.embeddings.token_type_embeddings.weight",
 )
+_HOOKS: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDictionary()
 UNIT = "example (one prefix window); a user with k training windows gets group privacy k*epsilon"
 
 
@@ -44,15 +46,17 @@ def noise_for(epsilon: float, delta: float, sample_rate: float, steps: int) -> f
 
     if epsilon <= 0 or not 0 < delta < 1:
         raise ValueError("DP needs epsilon > 0 and 0 < delta < 1")
-    return float(
-        get_noise_multiplier(
-            target_epsilon=epsilon,
-            target_delta=delta,
-            sample_rate=sample_rate,
-            steps=steps,
-            accountant=ACCOUNTANT,
+    with warnings.catch_warnings():  # "optimal order is the largest alpha": bound is conservative
+        warnings.simplefilter("ignore", UserWarning)
+        return float(
+            get_noise_multiplier(
+                target_epsilon=epsilon,
+                target_delta=delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=ACCOUNTANT,
+            )
         )
-    )
 
 
 def spent_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
@@ -63,7 +67,9 @@ def spent_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta
         return 0.0
     accountant = RDPAccountant()
     accountant.history = [(noise_multiplier, sample_rate, steps)]
-    return float(accountant.get_epsilon(delta))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return float(accountant.get_epsilon(delta))
 
 
 def limit_trainable(model: nn.Module, scope: str) -> None:
@@ -115,18 +121,22 @@ def make_private(
     sample_rate = 1 / len(loader)
     steps = planned_steps(cfg.epochs, len(loader))
     noise = noise_for(cfg.dp_epsilon, cfg.dp_delta, sample_rate, steps)
-    engine = PrivacyEngine(accountant=ACCOUNTANT)
+    # opacus hooks the embedding layers, whose inputs (token ids) never need gradients
+    warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
     with warnings.catch_warnings():  # opacus warns that secure_mode is off: expected outside prod
         warnings.simplefilter("ignore", UserWarning)
-        private, dp_optimizer, dp_loader = engine.make_private(
+        engine = PrivacyEngine(accountant=ACCOUNTANT)
+        hooks, dp_optimizer, dp_loader = engine.make_private(
             module=model,
             optimizer=optimizer,
             data_loader=loader,
             noise_multiplier=noise,
             max_grad_norm=cfg.dp_max_grad_norm,
             poisson_sampling=True,
+            wrap_model=False,  # hooks on the model itself: it stays a BehaviorBert for the loop
         )
-    return private, dp_optimizer, dp_loader
+    _HOOKS[model] = hooks
+    return model, dp_optimizer, dp_loader
 
 
 def dp_report(
@@ -149,13 +159,58 @@ def dp_report(
         "unit": UNIT,
         "scope": getattr(cfg, "dp_train", DEFAULT_SCOPE),
         "protected": "train split only; val selects the checkpoint and fits calibration",
-        **trainable_summary(getattr(model, "_module", model)),
+        **trainable_summary(model),
     }
 
 
+def privacy_line(dp_epsilon: float | None, dp: dict[str, Any] | None) -> str:
+    """One line for reports: how private the bundle's training was.
+
+    >>> privacy_line(None, None)
+    'non-private training (no DP)'
+    """
+    if dp_epsilon is None:
+        return "non-private training (no DP)"
+    dp = dp or {}
+    return (
+        f"DP-SGD epsilon={dp_epsilon:g} (target {dp.get('target_epsilon', '?')}), "
+        f"delta={dp.get('delta', '?')}, trained privately: {dp.get('scope', '?')}, "
+        f"unit: one training example"
+    )
+
+
 def release(model: nn.Module) -> Any:
-    """The plain model inside an opacus wrapper, with its per-sample-gradient hooks removed."""
-    close = getattr(model, "_close", None)
-    if callable(close):
-        close()  # removes the hooks and the grad_sample attributes
-    return getattr(model, "_module", model)
+    """Remove the per-sample-gradient hooks and grad_sample attributes that DP-SGD attached."""
+    hooks = _HOOKS.pop(model, None)
+    if hooks is not None:
+        hooks.cleanup()
+    return model
+
+
+def cost_table(reports: dict[str, dict[str, Any]]) -> str:
+    """Markdown: each eval report's BERT AUC / PR-AUC and its cost against the non-DP one."""
+    rows = {name: r["models"]["bert"] for name, r in reports.items()}
+    base = next((m for m in rows.values() if m["params"].get("dp_epsilon") is None), None)
+    lines = [
+        "| run | epsilon | AUC (95% CI) | PR-AUC (95% CI) | dAUC | dPR-AUC |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, m in rows.items():
+        eps = m["params"].get("dp_epsilon")
+        d_auc = f"{m['auc'] - base['auc']:+.4f}" if base else "n/a"
+        d_pr = f"{m['pr_auc'] - base['pr_auc']:+.4f}" if base else "n/a"
+        lines.append(
+            f"| {name} | {'-' if eps is None else f'{eps:g}'} "
+            f"| {m['auc']:.4f} ({m['auc_ci'][0]:.4f}-{m['auc_ci'][1]:.4f}) "
+            f"| {m['pr_auc']:.4f} ({m['pr_auc_ci'][0]:.4f}-{m['pr_auc_ci'][1]:.4f}) "
+            f"| {d_auc} | {d_pr} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m model.dp nondp.json eps8.json eps1.json (eval --json)
+    import json
+    import sys
+    from pathlib import Path
+
+    print(cost_table({Path(p).stem: json.loads(Path(p).read_text()) for p in sys.argv[1:]}))

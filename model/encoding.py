@@ -51,9 +51,12 @@ class EncodingConfig:
     category_identity: str = "local"  # local | hash | none
     hash_buckets: int = 200  # for "hash": ids map to the numbers 100..100+buckets-1
     time_mode: str = "every"  # every | change (time word only when its bucket changes)
+    time_ref: str = "now"  # now: age vs the newest event | prev: gap since the previous event
+    name_order: str = "newest"  # local names assigned from the newest (or oldest) event
     repeat_marker: bool = False  # append "again" when the item already appeared earlier
     price: bool = True  # price bucket word when an event carries a price
     separator: str = ""  # e.g. ";" between events (costs one token per event)
+    summary: bool = False  # a header summarising all `window` events (not causal-safe)
     buckets: tuple[int, ...] = field(default=(16, 32, 64, 128))
 
     def __post_init__(self) -> None:
@@ -64,6 +67,8 @@ class EncodingConfig:
                 raise ValueError(f"{name} must be local, hash or none")
         if self.time_mode not in ("every", "change"):
             raise ValueError("time_mode must be every or change")
+        if self.time_ref not in ("now", "prev") or self.name_order not in ("newest", "oldest"):
+            raise ValueError("time_ref must be now or prev; name_order newest or oldest")
         if not 1 <= self.hash_buckets <= 240:
             raise ValueError("hash_buckets must be in 1..240")
 
@@ -106,11 +111,14 @@ def _hash_word(value: str, buckets: int) -> str:
     return str(100 + int.from_bytes(digest, "big") % buckets)
 
 
-def _local_names(values: Sequence[str | None], words: Sequence[str], overflow: str) -> list[str]:
-    """Name values by first appearance from the newest (last) backwards; None -> ''."""
+def _local_names(
+    values: Sequence[str | None], words: Sequence[str], overflow: str, newest_first: bool = True
+) -> list[str]:
+    """Name values by first appearance from the newest (or oldest) event; None -> ''."""
     names: dict[str, str] = {}
     out = [""] * len(values)
-    for i in range(len(values) - 1, -1, -1):
+    order = range(len(values) - 1, -1, -1) if newest_first else range(len(values))
+    for i in order:
         value = values[i]
         if value is None:
             continue
@@ -131,7 +139,7 @@ def _identity(
         return [""] * len(values)
     if mode == "hash":
         return ["" if v is None else _hash_word(v, cfg.hash_buckets) for v in values]
-    return _local_names(values, local, overflow)
+    return _local_names(values, local, overflow, cfg.name_order == "newest")
 
 
 def render(window: Window, cfg: EncodingConfig) -> list[str]:
@@ -150,7 +158,12 @@ def render(window: Window, cfg: EncodingConfig) -> list[str]:
     previous_time = ""
     for i, event in enumerate(events):
         words = [TYPE_WORDS.get(str(event["event_type"]), "event")]
-        when = time_word(max(0.0, (now_ms - event["ts"]) / 1000.0))
+        if cfg.time_ref == "now":
+            when = time_word(max(0.0, (now_ms - event["ts"]) / 1000.0))
+        else:  # causal-safe: nothing here depends on later events
+            when = (
+                time_word(max(0.0, (event["ts"] - events[i - 1]["ts"]) / 1000.0)) if i else "first"
+            )
         if cfg.time_mode == "every" or when != previous_time:
             words.append(when)
         previous_time = when
@@ -166,9 +179,31 @@ def render(window: Window, cfg: EncodingConfig) -> list[str]:
     return segments
 
 
+def render_summary(window: Window, cfg: EncodingConfig) -> str:
+    """A fixed-size header over the last `cfg.window` events, so truncated history still counts.
+
+    >>> render_summary([{"event_type": "purchase", "ts": 0, "item_id": "1"},
+    ...                 {"event_type": "view", "ts": 60_000, "item_id": "2"}], EncodingConfig())
+    'bought 1 basket 0 viewed 1 items 2 categories 1 last minutes'
+    """
+    events = list(window)[-cfg.window :]
+    if not events:
+        return ""
+    count = lambda kind: min(50, sum(e["event_type"] == kind for e in events))  # noqa: E731
+    buys = [e["ts"] for e in events if e["event_type"] == "purchase"]
+    last = time_word((events[-1]["ts"] - buys[-1]) / 1000.0) if buys else "never"
+    items = min(50, len({e["item_id"] for e in events}))
+    categories = min(50, len({e.get("category") for e in events}))
+    return (
+        f"bought {count('purchase')} basket {count('cart')} viewed {count('view')} "
+        f"items {items} categories {categories} last {last}"
+    )
+
+
 @dataclass(frozen=True)
 class Encoded:
-    """Token ids with [CLS]/[SEP]; per token, the index of its event in the window (-1: special)."""
+    """Token ids with [CLS]/[SEP]; per token, the index of its event in the window (-1: special
+    or summary header)."""
 
     input_ids: list[int]
     event_index: list[int]
@@ -185,7 +220,8 @@ def encode_window(
     """Render and tokenize a window, dropping whole events from the OLDEST side to fit max_len."""
     segments = render(window, cfg)
     offset = max(0, len(window) - cfg.window)  # indices refer to the caller's window
-    budget = cfg.max_len - 2
+    header = tokenize(render_summary(window, cfg)) if cfg.summary and segments else ()
+    budget = cfg.max_len - 2 - len(header)
     kept: list[tuple[int, Sequence[int]]] = []
     for i in range(len(segments) - 1, -1, -1):
         ids = tokenize(segments[i])
@@ -194,7 +230,7 @@ def encode_window(
         budget -= len(ids)
         kept.append((i + offset, ids))
     kept.reverse()
-    input_ids, event_index = [cls_id], [-1]
+    input_ids, event_index = [cls_id, *header], [-1] * (1 + len(header))
     for index, ids in kept:
         input_ids += ids
         event_index += [index] * len(ids)

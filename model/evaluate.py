@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from model.baselines import fit_lightgbm, fit_logreg
 from model.data import LabelledData
+from model.dp import privacy_line
 from model.features import FEATURE_NAMES, window_features
 from model.labels import Example
 from model.metrics import best_f1_threshold, report
@@ -74,6 +75,10 @@ def evaluate(
     scores = {"bert": bundle_scores(runtime, data, test, "bert test")}
     thresholds = {"bert": best_f1_threshold(y_val_bert, p_val_bert)}
     params: dict[str, Any] = {"bert": {"version": runtime.version, "quantized": quantize}}
+    params["bert"]["dp_epsilon"] = runtime.meta.dp_epsilon  # DP cost: compare with a non-DP run
+    params["bert"]["privacy"] = privacy_line(
+        runtime.meta.dp_epsilon, runtime.meta.metrics.get("dp")
+    )
     for fit in (fit_logreg, fit_lightgbm):
         baseline = fit(x_tr, y_tr, x_va, y_va)
         scores[baseline.name] = baseline.predict(x_te)
@@ -123,6 +128,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Test rows: {first['n_test']}, positives: {first['n_pos']} "
         f"(base rate {first['base_rate']:.4f}).",
+        "",
+        f"BERT training: {models['bert']['params'].get('privacy', 'n/a')}.",
         "",
         "| model | AUC (95% CI) | PR-AUC (95% CI) | logloss | ECE |",
         "| --- | --- | --- | --- | --- |",

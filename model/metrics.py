@@ -55,10 +55,21 @@ def bootstrap_ci(
 
 
 def fit_platt(logit: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(a, b) so that sigmoid(a * logit + b) is calibrated on (logit, y)."""
+    """(a, b) so that sigmoid(a * logit + b) is calibrated on (logit, y).
+
+    A non-positive slope (a noisy val set) would invert the ranking, so then only the intercept
+    is fitted: a = 1 and b shifts the mean probability to the observed rate.
+    """
     lr = LogisticRegression(C=1e6, max_iter=1000)
     lr.fit(logit.reshape(-1, 1), y.astype(int))
-    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    if a > 0:
+        return a, b
+    b, target = 0.0, float(np.mean(y))
+    for _ in range(50):  # Newton on mean(sigmoid(logit + b)) = target
+        p = sigmoid(logit + b)
+        b -= (p.mean() - target) / max(float((p * (1 - p)).mean()), 1e-9)
+    return 1.0, float(b)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -1,4 +1,9 @@
-"""The behaviour model: pretrained BERT encoder, masked mean pooling, linear multi-label head.
+"""The behaviour model: pretrained BERT encoder, pooling, linear multi-label head.
+
+Two shapes share this file. Bidirectional (default): masked mean pooling over the window.
+Causal (`causal=True`): every token attends only to earlier tokens, so the hidden state at the
+last token of event i depends only on events <= i; training can then label every event of a
+window at once (many prefix examples per sequence), and serving reads the last event's state.
 
 >>> model = BehaviorBert.from_base(default_base_dir(), labels=("purchase",))  # doctest: +SKIP
 >>> probs = Probabilities(model)(input_ids, attention_mask)  # [batch, n_labels]  # doctest: +SKIP
@@ -31,7 +36,8 @@ class ModelConfig:
     """Everything needed to rebuild the model without the base weights (stored in bundle.json)."""
 
     labels: tuple[str, ...] = ("purchase",)
-    pooling: str = "mean"  # mean | cls
+    pooling: str = "mean"  # mean | cls | last (the token before [SEP]; use with causal)
+    causal: bool = False
     dropout: float = 0.1
     bert: dict[str, Any] = field(default_factory=dict)  # BertConfig.to_dict()
 
@@ -43,6 +49,7 @@ class ModelConfig:
         return cls(
             labels=tuple(data["labels"]),
             pooling=data.get("pooling", "mean"),
+            causal=bool(data.get("causal", False)),
             dropout=float(data.get("dropout", 0.1)),
             bert=dict(data["bert"]),
         )
@@ -59,7 +66,8 @@ class BehaviorBert(nn.Module):
         self.bert = bert
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(bert.config.hidden_size, len(config.labels))
-        self.mean_pool = config.pooling == "mean"
+        self.pooling = config.pooling
+        self.causal = config.causal
 
     @classmethod
     def from_base(
@@ -93,15 +101,36 @@ class BehaviorBert(nn.Module):
         model.load_state_dict({k: v for k, v in state.items() if k in expected})
         return model.eval()
 
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Last hidden states [batch, seq, hidden]; causal models see only earlier tokens."""
+        mask: torch.Tensor = attention_mask
+        if self.causal:
+            n = input_ids.size(1)
+            lower = torch.ones(n, n, dtype=torch.bool, device=input_ids.device).tril()
+            mask = lower[None, None, :, :] & attention_mask.bool()[:, None, None, :]
+        return self.bert(input_ids=input_ids, attention_mask=mask).last_hidden_state  # type: ignore[no-any-return]
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.mean_pool:
+        """Logits [batch, n_labels] for each whole window."""
+        hidden = self.hidden(input_ids, attention_mask)
+        if self.pooling == "mean":
             # type_as keeps the mask in the activations' dtype under bf16/fp16 and in traces
-            mask = attention_mask.unsqueeze(-1).type_as(hidden)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            weights = attention_mask.unsqueeze(-1).type_as(hidden)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        elif self.pooling == "last":
+            last = (attention_mask.sum(1) - 2).clamp(min=0)  # the newest event's last token
+            pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]
         else:
             pooled = hidden[:, 0]
-        return self.head(self.dropout(pooled))
+        return self.head(self.dropout(pooled))  # type: ignore[no-any-return]
+
+    def forward_positions(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits [batch, n_positions, n_labels] read at token `positions` (causal training)."""
+        hidden = self.hidden(input_ids, attention_mask)
+        index = positions.clamp(min=0).unsqueeze(-1).expand(-1, -1, hidden.size(-1))
+        return self.head(self.dropout(hidden.gather(1, index)))  # type: ignore[no-any-return]
 
 
 class Probabilities(nn.Module):

@@ -34,6 +34,7 @@ class TrainConfig:
     """Training knobs (CLI options map onto these)."""
 
     max_minutes: float = 8.0
+    clock: str = "wall"  # wall | cpu (CPU seconds / 2: fair budgets on a shared machine)
     epochs: float = 1.0
     batch_size: int = 16
     lr: float = 5e-5
@@ -47,6 +48,7 @@ class TrainConfig:
     patience: int = 4  # evaluations without val PR-AUC gain
     recent_frac: float = 1.0  # sample from the most recent share of train prefixes
     layers: int | None = None  # keep only the base model's first N layers (None: all)
+    causal: bool = False  # causal attention: every event of a window is a training example
     freeze_word_embeddings: bool = True  # 12M rarely used params; Adam on them costs time
     seed: int = 0
     dp_epsilon: float | None = None
@@ -62,7 +64,8 @@ class TrainResult:
     best: dict[str, float] = field(default_factory=dict)
     calibration: tuple[float, float] = (1.0, 0.0)
     stopped: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall
+    budget_used_s: float = 0.0  # by the budget's clock
     n_train: int = 0
     n_val: int = 0
     dp_epsilon: float | None = None
@@ -89,14 +92,47 @@ def sample_train(
     return chosen
 
 
-def collate(pad_id: int):  # type: ignore[no-untyped-def]
-    def fn(batch: list[tuple[Encoded, tuple[float, ...]]]) -> tuple[torch.Tensor, ...]:
+Targets = list[tuple[int, tuple[float, ...]]]  # (token position, labels); position -1: whole window
+
+
+def targets_for(
+    example: Example, enc: Encoded, data: LabelledData, window: int, causal: bool
+) -> Targets:
+    """One target per window, or (causal) one per labelled event, read at its last token."""
+    if not causal:
+        return [(-1, example.labels)]
+    start = max(0, example.index + 1 - window)
+    last_token = {k: pos for pos, k in enumerate(enc.event_index) if k >= 0}
+    targets = []
+    for k, pos in sorted(last_token.items()):
+        labels = data.labels_at(example.user, start + k)
+        if labels is not None:
+            targets.append((pos, labels))
+    return targets
+
+
+def collate(pad_id: int, n_labels: int):  # type: ignore[no-untyped-def]
+    def fn(batch: list[tuple[Encoded, Targets]]) -> tuple[torch.Tensor, ...]:
         length = max(len(enc.input_ids) for enc, _ in batch)
+        width = max(len(t) for _, t in batch)
         ids = [enc.input_ids + [pad_id] * (length - len(enc.input_ids)) for enc, _ in batch]
         mask = [[1] * len(enc.input_ids) + [0] * (length - len(enc.input_ids)) for enc, _ in batch]
-        return torch.tensor(ids), torch.tensor(mask), torch.tensor([y for _, y in batch])
+        pos = [[p for p, _ in t] + [-2] * (width - len(t)) for _, t in batch]  # -2: padding
+        pad_y = (0.0,) * n_labels
+        y = [[list(lab) for _, lab in t] + [list(pad_y)] * (width - len(t)) for _, t in batch]
+        return torch.tensor(ids), torch.tensor(mask), torch.tensor(pos), torch.tensor(y)
 
     return fn
+
+
+def batch_loss(model: BehaviorBert, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Mean BCE over the batch's targets (every labelled event when the model is causal)."""
+    ids, mask, pos, y = batch
+    if model.config.causal:
+        logits = model.forward_positions(ids, mask, pos)
+        valid = (pos >= 0).unsqueeze(-1).expand_as(logits)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits[valid], y[valid].float())
+    return torch.nn.functional.binary_cross_entropy_with_logits(model(ids, mask), y[:, 0].float())
 
 
 @torch.inference_mode()
@@ -133,11 +169,42 @@ def make_optimizer(model: BehaviorBert, cfg: TrainConfig) -> torch.optim.Optimiz
     )
 
 
-def warmup_linear(total_steps: int, warmup: float):  # type: ignore[no-untyped-def]
+class Budget:
+    """The --max-minutes budget. clock="wall" is real time; clock="cpu" counts this process's CPU
+    seconds / CORES, i.e. minutes on CORES otherwise idle cores (for runs on a shared machine)."""
+
+    CORES = 2
+
+    def __init__(self, minutes: float, clock: str = "wall") -> None:
+        if clock not in ("wall", "cpu"):
+            raise ValueError("clock must be wall or cpu")
+        self.seconds, self.clock = minutes * 60, clock
+        self._wall0, self._cpu0 = time.monotonic(), time.process_time()
+
+    def used(self) -> float:
+        if self.clock == "cpu":
+            return (time.process_time() - self._cpu0) / self.CORES
+        return time.monotonic() - self._wall0
+
+    def wall(self) -> float:
+        return time.monotonic() - self._wall0
+
+    def fraction(self) -> float:
+        return self.used() / self.seconds
+
+    def over(self) -> bool:
+        return self.used() > self.seconds
+
+
+def warmup_linear(total_steps: int, warmup: float, budget: Budget):  # type: ignore[no-untyped-def]
+    """LR factor: linear warmup, then linear decay by steps or budget, whichever ends first."""
     warm = max(1, int(total_steps * warmup))
-    return lambda step: min(
-        (step + 1) / warm, max(0.0, (total_steps - step) / max(1, total_steps - warm))
-    )
+
+    def factor(step: int) -> float:
+        progress = max(step / total_steps, budget.fraction())
+        return min((step + 1) / warm, max(0.0, (1 - progress) / (1 - warmup)))
+
+    return factor
 
 
 def train_model(
@@ -145,8 +212,7 @@ def train_model(
 ) -> TrainResult:
     """Fine-tune with early stopping on val PR-AUC; returns the best (calibrated) model."""
     seed_everything(cfg.seed)
-    started = time.monotonic()
-    deadline = started + cfg.max_minutes * 60
+    budget = Budget(cfg.max_minutes, cfg.clock)
     rng = random.Random(cfg.seed)
     train_ex = sample_train(data.split("train"), cfg, rng)
     val_all = data.split("val")
@@ -156,12 +222,16 @@ def train_model(
     encode = lambda exs: [encoder.encode(data.window(e, window)) for e in exs]  # noqa: E731
     train_enc, val_enc = encode(train_ex), encode(val_ex)
     val_y = np.array([e.labels[0] for e in val_ex])
-    pairs = list(zip(train_enc, [e.labels for e in train_ex], strict=True))
+    causal = model.config.causal
+    pairs = [
+        (enc, targets_for(e, enc, data, window, causal))
+        for e, enc in zip(train_ex, train_enc, strict=True)
+    ]
     loader: DataLoader[Any] = DataLoader(
         pairs,  # type: ignore[arg-type]
         batch_size=cfg.batch_size,
         shuffle=True,
-        collate_fn=collate(encoder.pad_id),
+        collate_fn=collate(encoder.pad_id, len(model.config.labels)),
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     optimizer = make_optimizer(model, cfg)
@@ -171,15 +241,16 @@ def train_model(
 
         model, optimizer, loader = make_private(model, optimizer, loader, cfg)
     total = max(1, math.ceil(cfg.epochs * len(loader)))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(total, cfg.warmup))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_linear(total, cfg.warmup, budget)
+    )
     best_state, best_pr, bad_evals, step = None, -1.0, 0, 0
     bar = tqdm(total=total, desc="train", unit="step", mininterval=2.0)
     result.stopped = "completed"
     while step < total and not result.stopped.startswith(("time", "early")):
-        for ids, mask, y in loader:
+        for batch in loader:
             model.train()
-            logits = model(ids, mask)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float())
+            loss = batch_loss(model, batch)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -187,11 +258,11 @@ def train_model(
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", best_pr=f"{best_pr:.3f}")
-            last = step >= total or time.monotonic() > deadline
+            last = step >= total or budget.over()
             if step % cfg.eval_every == 0 or last:
                 val_logit = score(model, encoder, val_enc)[:, 0]
                 pr, auc = pr_auc(val_y, val_logit), roc_auc(val_y, val_logit)
-                elapsed = time.monotonic() - started
+                elapsed = budget.wall()
                 result.history.append(
                     {
                         "step": step,
@@ -210,7 +281,7 @@ def train_model(
                     bad_evals += 1
                 if bad_evals >= cfg.patience:
                     result.stopped = f"early stop at step {step}"
-            if time.monotonic() > deadline and not result.stopped.startswith("early"):
+            if budget.over() and not result.stopped.startswith("early"):
                 result.stopped = f"time budget ({cfg.max_minutes} min) at step {step}"
             if step >= total or result.stopped.startswith(("time", "early")):
                 break
@@ -226,7 +297,8 @@ def train_model(
     model.load_state_dict({k.removeprefix("_module."): v for k, v in best_state.items()})
     result.model = model.eval()
     result.calibration = calibrate_head(result.model, encoder, val_enc, val_y)
-    result.seconds = time.monotonic() - started
+    result.seconds = budget.wall()
+    result.budget_used_s = budget.used()
     return result
 
 
@@ -249,6 +321,7 @@ def summary(cfg: TrainConfig, result: TrainResult, encoding: EncodingConfig) -> 
             "n_train": result.n_train,
             "n_val": result.n_val,
             "seconds": round(result.seconds, 1),
+            "budget_used_s": round(result.budget_used_s, 1),
             "stopped": result.stopped,
         },  # fmt: skip
         "best": result.best,
@@ -276,7 +349,17 @@ def train_bundle(
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(base_dir)
     encoder = Encoder(tokenizer, encoding)
-    model = BehaviorBert.from_base(base_dir, labels=data.label_names, layers=cfg.layers)
+    if cfg.causal and (
+        encoding.time_ref != "prev" or encoding.name_order != "oldest" or encoding.summary
+    ):
+        raise ValueError("a causal model needs time_ref=prev, name_order=oldest and no summary")
+    model = BehaviorBert.from_base(
+        base_dir,
+        labels=data.label_names,
+        layers=cfg.layers,
+        causal=cfg.causal,
+        pooling="last" if cfg.causal else "mean",
+    )
     result = train_model(model, encoder, data, encoding.window, cfg)
     metrics = summary(cfg, result, encoding)
     metrics["data"] = data.stats

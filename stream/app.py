@@ -52,8 +52,6 @@ class StreamApp:
     app: faust.App
     windows: PinnedTable
     events: TopicT
-    predictions: TopicT
-    dlq: TopicT
     partitions: int
 
 
@@ -83,7 +81,7 @@ def broker_credentials(settings: Settings) -> Any:
 
 
 def create_app(settings: Settings, partitions: int | None = None) -> StreamApp:
-    """Build the app; `partitions`: the events topic's partition count (default Settings.partitions)."""
+    """Build the app; `partitions` is the events topic's count (default: Settings.partitions)."""
     n = partitions or settings.partitions
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -112,7 +110,7 @@ def create_app(settings: Settings, partitions: int | None = None) -> StreamApp:
         "key_serializer": "raw",
         "value_serializer": "raw",
     }
-    windows = app.tables.add(
+    windows: PinnedTable = app.tables.add(  # type: ignore[assignment]
         PinnedTable(
             app,
             name=WINDOWS_TABLE,
@@ -126,7 +124,5 @@ def create_app(settings: Settings, partitions: int | None = None) -> StreamApp:
         app=app,
         windows=windows,
         events=app.topic(settings.events_topic, partitions=n, **raw),
-        predictions=app.topic(settings.predictions_topic, **raw),
-        dlq=app.topic(settings.dlq_topic, **raw),
         partitions=n,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stream.publish import Sender, send_all
+from stream.publish import OutRecord, key_partition
 
 MAX_MESSAGE_CHARS = 1024
 INFERENCE_FAILED = "inference_failed"
@@ -50,6 +50,9 @@ class DeadLetter:
         return dlq_headers(self.code, self.message, self.topic, self.partition, self.offset)
 
 
-async def send_dead_letters(topic: Sender, letters: Sequence[DeadLetter]) -> None:
-    """Write letters to the DLQ and wait for the broker to acknowledge them all."""
-    await send_all(topic, [(d.key, d.value, d.headers()) for d in letters])
+def dlq_records(letters: Sequence[DeadLetter], count: int) -> list[OutRecord]:
+    """DLQ records: partitioned by the original key; keyless ones keep their source partition."""
+    return [
+        OutRecord(d.key, d.value, d.headers(), key_partition(d.key, count, fallback=d.partition))
+        for d in letters
+    ]

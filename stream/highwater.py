@@ -50,9 +50,9 @@ def true_end_offsets(settings: Settings, reported: Mapping[Any, int]) -> dict[An
             for message in messages:
                 if message.error():
                     continue
-                key = (message.topic(), message.partition())
+                key = (str(message.topic()), int(message.partition() or 0))
                 seen.add(key)
-                ends[probe[key]] = max(ends[probe[key]], message.offset() + 1)
+                ends[probe[key]] = max(ends[probe[key]], int(message.offset() or 0) + 1)
     finally:
         consumer.close()
     return ends

@@ -4,7 +4,7 @@ Label values are bounded enums or partition numbers: never user ids.
 
 >>> m = Metrics()
 >>> m.events.labels(event_type="view").inc()
->>> b"bstream_events_total{event_type=\"view\"} 1.0" in m.exposition()
+>>> b'bstream_events_total{event_type="view"} 1.0' in m.exposition()
 True
 """
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from stream.app import StreamApp
 from stream.metrics import Metrics

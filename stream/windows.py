@@ -124,7 +124,11 @@ def insert_entry(entries: list[Entry], entry: Entry) -> bool:
     eid = entry[5]
     if any(e[5] == eid for e in entries):
         return False
-    entries.insert(bisect.bisect_right(entries, _order(entry), key=_order), entry)
+    order = _order(entry)
+    if not entries or order >= _order(entries[-1]):
+        entries.append(entry)  # the common case: events arrive in time order
+    else:
+        entries.insert(bisect.bisect_right(entries, order, key=_order), entry)
     return True
 
 

@@ -26,10 +26,10 @@ from faust.types import EventT
 
 from stream.app import StreamApp
 from stream.batching import Item, Target, UserUpdate, model_inputs, plan_groups
-from stream.dlq import INFERENCE_FAILED, DeadLetter, send_dead_letters
+from stream.dlq import INFERENCE_FAILED, DeadLetter, dlq_records
 from stream.metrics import Metrics
 from stream.privacy import Pseudonymizer, classify_field
-from stream.publish import build_prediction, encode_prediction, send_all
+from stream.publish import OutRecord, Publisher, build_prediction, encode_prediction
 from stream.settings import Settings
 from stream.validation import decode_event
 from stream.windows import (
@@ -84,6 +84,7 @@ class StreamWorker:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bstream-infer")
         self.next_offset: dict[int, int] = {}  # events partition -> next offset to consume
         self._queue: asyncio.Queue[Job] | None = None
+        self.publisher = Publisher(sapp.app) if sapp is not None else None
 
     # -- intake (inside the take_events body) --------------------------------------------------
 
@@ -139,7 +140,7 @@ class StreamWorker:
     def update_window(self, update: UserUpdate) -> Target:
         """Apply a user's new entries; write the window once (changelog to its events partition)."""
         table, s = self.sapp.windows, self.settings
-        stored = table.get(update.key)
+        stored = table.data.get(update.key)  # the store itself: no KeyError round trip, no sensors
         applied = apply_events(
             decode_window(stored) if stored is not None else None,
             update.entries,
@@ -156,7 +157,9 @@ class StreamWorker:
 
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         """Write to the DLQ and wait for the acks; count per reason."""
-        await send_dead_letters(self.sapp.dlq, letters)
+        topic = self.settings.dlq_topic
+        count = await self.publisher.partition_count(topic)
+        await self.publisher.send(topic, dlq_records(letters, count))
         for reason, n in Counter(d.code for d in letters).items():
             self.metrics.dlq.labels(reason=reason).inc(n)
 
@@ -188,7 +191,7 @@ class StreamWorker:
         if records is None:
             await self.dead_letter([_inference_letter(e) for e in job.events])
         else:
-            await send_all(self.sapp.predictions, records)
+            await self.publisher.send(self.settings.predictions_topic, records)
             done = time.monotonic()
             self.metrics.predictions.inc(len(records))
             for target in job.targets:
@@ -196,7 +199,7 @@ class StreamWorker:
         for event in job.events:
             event.ack()
 
-    async def predict(self, targets: list[Target]) -> list[tuple[bytes, bytes, None]] | None:
+    async def predict(self, targets: list[Target]) -> list[OutRecord] | None:
         """Prediction records for the targets, or None when every attempt failed."""
         loop = asyncio.get_running_loop()
         inputs = model_inputs(targets)
@@ -220,9 +223,7 @@ class StreamWorker:
                     await asyncio.sleep(RETRY_BACKOFF_S * 2**attempt)
         return None
 
-    def _records(
-        self, targets: list[Target], scores: list[dict[str, float]]
-    ) -> list[tuple[bytes, bytes, None]]:
+    def _records(self, targets: list[Target], scores: list[dict[str, float]]) -> list[OutRecord]:
         if len(scores) != len(targets):
             raise ValueError(f"model returned {len(scores)} results for {len(targets)} windows")
         stamp, mono = now_ms(), time.monotonic()
@@ -237,7 +238,7 @@ class StreamWorker:
                 latency_ms=(mono - target.arrival) * 1000,
                 now_ms=stamp,
             )
-            records.append((target.key, encode_prediction(prediction), None))
+            records.append(OutRecord(target.key, encode_prediction(prediction)))
         return records
 
     # -- the agent -----------------------------------------------------------------------------

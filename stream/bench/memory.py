@@ -13,7 +13,7 @@ from stream.windows import apply_events, encode_window, entry_from_event
 
 
 def store_bytes_per_window(events: Sequence[Event], window_size: int, key: bytes) -> dict[str, Any]:
-    """Bytes per window of a memory:// table (dict pseudonym bytes -> encoded window), via tracemalloc.
+    """Bytes per window of a memory:// table (pseudonym bytes -> encoded window), by tracemalloc.
 
     Builds the same table contents the worker holds after consuming `events`.
     """

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from stream.bench.ceiling import percentile
 from stream.bench.data import Event, newest_by_user
+from stream.bench.profile import Profiler
 from stream.bench.workerproc import BENCH_KEY, Deployment, Sample, WorkerProc
 from stream.formats import event_json
 from stream.kafka import consumer_config, producer_config
@@ -35,6 +36,7 @@ class PhaseSpec:
     worker_args: list[str] = field(default_factory=list)
     rate: float | None = None  # None: as fast as the producer goes
     time_cap_s: float = 600.0  # stop waiting for predictions after this long
+    profile: bool = False  # py-spy the worker while it works
 
 
 @dataclass
@@ -48,12 +50,13 @@ class Observed:
     wall_s: float
     samples: list[Sample]
     final: Sample
+    profile: dict[str, Any] | None = None
 
 
 def produce(
     settings: Settings, events: Sequence[Event], rate: float | None, progress: bool
 ) -> dict[tuple[str, int], float]:
-    """Send the events in order (paced when `rate`), wait for every ack; returns their produce times."""
+    """Send the events in order (paced when `rate`), wait for the acks; return produce times."""
     from confluent_kafka import Producer
 
     producer = Producer(producer_config(settings))
@@ -106,7 +109,7 @@ def collect(
             for msg in consumer.consume(10_000, 0.2):
                 if msg.error():
                     continue
-                prediction = orjson.loads(msg.value())
+                prediction = orjson.loads(msg.value() or b"null")
                 predictions.append(prediction)
                 if pending.get(prediction["user"]) == prediction["last_event_ts"]:
                     del pending[prediction["user"]]
@@ -127,14 +130,23 @@ def run_phase(
     with WorkerProc(dep, bundle, workdir, spec.name, spec.worker_args) as worker:
         worker.wait_ready()
         worker.start_sampling()
+        assert worker.proc is not None
+        profiler = (
+            Profiler(worker.proc.pid, workdir / f"profile-{spec.name}.txt")
+            if spec.profile
+            else None
+        )
         started = time.monotonic()
         produced_at = produce(dep.settings, spec.events, spec.rate, progress)
         produce_s = time.monotonic() - started
         predictions, missing = collect(dep.settings, expected, started + spec.time_cap_s, progress)
         wall_s = time.monotonic() - started
+        profile = profiler.stop() if profiler is not None else None
         time.sleep(1.2)  # upkeep refreshes the active-windows gauge every second
         final = worker.sample()
-    return Observed(produced_at, produce_s, predictions, missing, wall_s, worker.samples, final)
+    return Observed(
+        produced_at, produce_s, predictions, missing, wall_s, worker.samples, final, profile
+    )
 
 
 def _span_rate(count: float, first: float, last: float) -> float | None:
@@ -152,14 +164,9 @@ def _quantiles(values: Sequence[float]) -> dict[str, float] | None:
     }
 
 
-def scraped_intake(samples: Sequence[Sample], total: float) -> float | None:
-    """Events/s from sampled counters: first sample that saw events to the first that saw them all."""
-    seen = [s for s in samples if s.events > 0]
-    done = [s for s in seen if s.events >= total]
-    if not seen or not done:
-        return None
-    first, last = seen[0], done[0]
-    return _span_rate(last.events - first.events, first.t, last.t)
+def reflected_events(events: Sequence[Event], newest_seen: dict[str, int]) -> int:
+    """Events that a prediction reflects (ts <= the newest predicted ts of their user)."""
+    return sum(1 for e in events if e["ts"] <= newest_seen.get(e["user_id"], -1))
 
 
 def e2e_latencies(obs: Observed, raw_of: dict[str, str]) -> list[float]:
@@ -173,30 +180,36 @@ def e2e_latencies(obs: Observed, raw_of: dict[str, str]) -> list[float]:
 
 
 def summarize(spec: PhaseSpec, obs: Observed) -> dict[str, Any]:
-    """The phase's figures: intake, predictions/s, inferences per event, latency, RSS, counts."""
-    n = len(spec.events)
+    """The phase's figures: throughput, inferences per event, latency, RSS, counts.
+
+    events/s = events reflected in predictions / (first event reached the worker -> last
+    prediction published); both ends come from the predictions themselves (ms precision).
+    """
     preds = obs.predictions
-    arrivals = [p["predicted_at"] - p["latency_ms"] for p in preds]
-    stamps = [p["predicted_at"] for p in preds]
-    consumed = obs.final.events
     key = BENCH_KEY.encode()
     raw_of = {pseudonym(key, u): u for u in {e["user_id"] for e in spec.events}}
-    intake = _span_rate(consumed, min(arrivals) / 1000, max(arrivals) / 1000) if preds else None
+    newest_seen: dict[str, int] = {}
+    for p in preds:
+        raw = raw_of.get(p["user"], "")
+        newest_seen[raw] = max(newest_seen.get(raw, -1), p["last_event_ts"])
+    done = reflected_events(spec.events, newest_seen)
+    first_in = min((p["predicted_at"] - p["latency_ms"] for p in preds), default=0.0) / 1000
+    stamps = [p["predicted_at"] / 1000 for p in preds]
+    last_out = max(stamps, default=0.0)
+    calls, consumed = obs.final.model_calls, obs.final.events
     rss = [s.rss for s in obs.samples] + [obs.final.rss]
     return {
-        "events": n,
+        "events": len(spec.events),
         "users": len(raw_of),
         "events_consumed": int(consumed),
+        "events_predicted": done,
         "offered_rate": spec.rate,
-        "events_per_s": intake,
-        "events_per_s_scraped": scraped_intake(obs.samples, consumed),
-        "preds_per_s": _span_rate(len(preds) - 1, min(stamps) / 1000, max(stamps) / 1000)
-        if preds
-        else None,
-        "end_to_end_events_per_s": consumed / obs.wall_s,
+        "events_per_s": _span_rate(done, first_in, last_out),
+        "preds_per_s": _span_rate(len(preds) - 1, min(stamps), last_out) if preds else None,
+        "end_to_end_events_per_s": round(done / obs.wall_s, 1),
         "predictions": len(preds),
-        "inferences_per_event": len(preds) / consumed if consumed else None,
-        "model_calls_per_event": obs.final.model_calls / consumed if consumed else None,
+        "inferences_per_event": round(len(preds) / done, 4) if done else None,
+        "model_calls_per_event": round(calls / consumed, 4) if consumed else None,
         "latency_ms": _quantiles([p["latency_ms"] for p in preds]),
         "e2e_latency_ms": _quantiles(e2e_latencies(obs, raw_of)),
         "every_user_predicted": obs.missing_users == 0,
@@ -207,4 +220,5 @@ def summarize(spec: PhaseSpec, obs: Observed) -> dict[str, Any]:
         "rss_end_mb": round(obs.final.rss / 2**20, 1),
         "peak_rss_mb": round(max(rss) / 2**20, 1),
         "active_windows": int(obs.final.active_windows),
+        **({"profile": obs.profile} if obs.profile else {}),
     }

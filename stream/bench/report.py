@@ -1,4 +1,4 @@
-"""The bench report: machine and versions, ratios, targets, the Markdown table and the latency CDF."""
+"""The bench report: machine, versions, ratios, targets, the Markdown table, the latency CDF."""
 
 from __future__ import annotations
 
@@ -20,6 +20,61 @@ PACKAGES = (
 MIN_INTAKE_EVENTS_PER_S = 20_000
 MIN_PIPELINE_OVER_CEILING = 0.85
 MIN_OPTIMIZED_OVER_NAIVE = 10.0
+
+
+def assemble(
+    opts: Any,
+    bundle: dict[str, Any],
+    data: Any,
+    ceiling: dict[str, Any],
+    phases: dict[str, dict[str, Any]],
+    memory: dict[str, Any],
+    machine: dict[str, Any],
+    started_at: str,
+) -> dict[str, Any]:
+    """The report dict (the JSON file's content)."""
+    opt, naive, fixed = phases["optimized"], phases.get("naive", {}), phases.get("fixed_load", {})
+    target_p99 = opts.max_delay_ms + 2 * ceiling["batch_ms_p50"]
+    fixed_lat = fixed.get("latency_ms") or {}
+    report: dict[str, Any] = {
+        "bench_format": 1,
+        "started_at": started_at,
+        "quick": opts.quick,
+        "bundle": bundle,
+        "data": {"source": data.source, "events": len(data.events), "users": data.users},
+        "settings": {
+            "max_batch": opts.max_batch,
+            "max_delay_ms": opts.max_delay_ms,
+            "window_size": opts.window_size,
+            "partitions": opts.partitions,
+            "device": opts.device,
+        },
+        "model_ceiling_preds_per_s": ceiling["preds_per_s"],
+        "ceiling": ceiling,
+        "optimized": opt,
+        "naive": naive,
+        "fixed_load": fixed,
+        "memory": memory,
+        "latency_ms": {
+            **fixed_lat,
+            "target_p99": round(target_p99, 3),
+            "max_delay_ms": opts.max_delay_ms,
+            "single_batch_ms": ceiling["batch_ms_p50"],
+            "e2e": fixed.get("e2e_latency_ms"),
+            "offered_rate": fixed.get("offered_rate"),
+        },
+        "ratios": {
+            "optimized_over_naive_events": ratio(opt["events_per_s"], naive.get("events_per_s")),
+            "optimized_over_naive_preds": ratio(opt["preds_per_s"], naive.get("preds_per_s")),
+            "pipeline_over_ceiling": ratio(opt["preds_per_s"], ceiling["preds_per_s"]),
+        },
+        "peak_rss_mb": max(p["peak_rss_mb"] for p in phases.values()),
+        "machine": machine,
+        "versions": versions(),
+        "notes": opts.notes,
+    }
+    report["targets"] = targets(report)
+    return report
 
 
 def cpu_model() -> str:
@@ -134,61 +189,112 @@ def _fmt(value: Any, digits: int = 0) -> str:
     return str(value)
 
 
+def _row(*cells: str) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+RUNS = (
+    ("optimized (max rate)", "optimized"),
+    ("naive (max rate)", "naive"),
+    ("optimized at fixed load", "fixed_load"),
+)
+
+
+def _phase_row(name: str, phase: Mapping[str, Any]) -> str:
+    if not phase:
+        return _row(name, "skipped", *[""] * 7)
+    lat = phase.get("latency_ms") or {}
+    e2e = phase.get("e2e_latency_ms") or {}
+    return _row(
+        name,
+        _fmt(phase["events_predicted"]),
+        _fmt(phase["events_per_s"]),
+        _fmt(phase["preds_per_s"]),
+        _fmt(phase["inferences_per_event"], 3),
+        _fmt(lat.get("p50"), 1),
+        _fmt(lat.get("p99"), 1),
+        _fmt(e2e.get("p99"), 1),
+        _fmt(phase["every_user_predicted"]),
+    )
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     """The side-by-side table, the ratios and the targets, as Markdown."""
-    opt, naive, fixed = report["optimized"], report["naive"], report["fixed_load"]
+    bundle, machine, r = report["bundle"], report["machine"], report["ratios"]
+    header = ("run", "events", "events/s", "preds/s", "inferences/event", "p50 ms", "p99 ms")
     lines = [
         f"# bstream bench ({'quick' if report['quick'] else 'full'})",
         "",
-        f"bundle `{report['bundle']['version']}` on {report['bundle']['device']}"
-        f"{' (tiny)' if report['bundle']['tiny'] else ''}; data: {report['data']['source']}; "
-        f"load average {report['machine']['load_avg_1m']} on {report['machine']['logical_cores']} cores",
+        f"bundle `{bundle['version']}`{' (tiny)' if bundle['tiny'] else ''} on {bundle['device']}; "
+        f"data: {report['data']['source']}; load average {machine['load_avg_1m']} "
+        f"(start) / {machine.get('load_avg_1m_end', 'n/a')} (end), "
+        f"{machine['logical_cores']} cores",
         "",
-        "| run | events | events/s | preds/s | inferences/event | p50 ms | p99 ms | all users predicted |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
-        f"| model ceiling (batch {report['ceiling']['batch_size']}) | | | "
-        f"{_fmt(report['model_ceiling_preds_per_s'])} | | | | |",
-    ]
-    for name, phase in (
-        ("optimized (max rate)", opt),
-        ("naive (max rate)", naive),
-        ("optimized at fixed load", fixed),
-    ):
-        if not phase:
-            lines.append(f"| {name} | skipped | | | | | | |")
-            continue
-        lat = phase.get("latency_ms") or {}
-        lines.append(
-            f"| {name} | {_fmt(phase['events_consumed'])} | {_fmt(phase['events_per_s'])} | "
-            f"{_fmt(phase['preds_per_s'])} | {_fmt(phase['inferences_per_event'], 3)} | "
-            f"{_fmt(lat.get('p50'), 1)} | {_fmt(lat.get('p99'), 1)} | {_fmt(phase['every_user_predicted'])} |"
-        )
-    r = report["ratios"]
-    lines += [
+        "p50/p99 ms: the predictions' `latency_ms` (event reached the worker -> published); "
+        "e2e p99: produce -> `predicted_at` (broker and consumer fetch included).",
         "",
-        "| ratio | value |",
-        "| --- | ---: |",
-        f"| optimized / naive events/s | {_fmt(r['optimized_over_naive_events'], 1)} |",
-        f"| optimized / naive preds/s | {_fmt(r['optimized_over_naive_preds'], 1)} |",
-        f"| pipeline preds/s / model ceiling | {_fmt(r['pipeline_over_ceiling'], 3)} |",
+        _row(*header, "e2e p99 ms", "every user predicted"),
+        _row("---", *["---:"] * 7, ":---:"),
+        _row(
+            f"model ceiling (batch {report['ceiling']['batch_size']})",
+            "",
+            "",
+            _fmt(report["model_ceiling_preds_per_s"]),
+            *[""] * 5,
+        ),
+        *[_phase_row(name, report[key]) for name, key in RUNS],
         "",
-        "| target | measured | met | note |",
-        "| --- | ---: | :---: | --- |",
-    ]
-    lines += [
-        f"| {t['name']} ({t['target']}) | {_fmt(t['measured'], 2)} | {_fmt(t['met'])} | {t['note']} |"
-        for t in report["targets"]
+        _row("ratio", "value"),
+        _row("---", "---:"),
+        _row("optimized / naive events/s", _fmt(r["optimized_over_naive_events"], 1)),
+        _row("optimized / naive preds/s", _fmt(r["optimized_over_naive_preds"], 1)),
+        _row("pipeline preds/s / model ceiling", _fmt(r["pipeline_over_ceiling"], 3)),
+        "",
+        _row("target", "measured", "met", "note"),
+        _row("---", "---:", ":---:", "---"),
+        *[
+            _row(f"{t['name']} ({t['target']})", _fmt(t["measured"], 2), _fmt(t["met"]), t["note"])
+            for t in report["targets"]
+        ],
     ]
     mem = report["memory"]
     if mem:
         lines += [
             "",
-            f"memory: worker peak RSS {_fmt(report['peak_rss_mb'], 1)} MB; {mem['users']:,} active windows: "
-            f"{_fmt(mem['rss_bytes_per_window'])} B/window from RSS growth, "
-            f"{_fmt(mem['store']['bytes_per_window'])} B/window in the store itself (tracemalloc)",
+            f"memory: worker peak RSS {_fmt(report['peak_rss_mb'], 1)} MB; with "
+            f"{mem['active_windows']:,} active windows ({mem['events_per_user']} events each): "
+            f"{_fmt(mem['rss_bytes_per_window'])} B/window from worker RSS growth, "
+            f"{_fmt(mem['store']['bytes_per_window'])} B/window in the store itself; a full window "
+            f"({mem['store_full_window']['events_per_window']:.0f} events): "
+            f"{_fmt(mem['store_full_window']['bytes_per_window'])} B in the store",
         ]
-    lines += [f"", *[f"- {note}" for note in report["notes"]]]
+    lines += profile_lines(report["optimized"].get("profile"))
+    lines += ["", *[f"- {note}" for note in report["notes"]]]
     return "\n".join(lines) + "\n"
+
+
+def profile_lines(profile: Mapping[str, Any] | None, top: int = 10) -> list[str]:
+    """The optimized worker's py-spy summary: busy share per thread, hottest functions."""
+    if not profile or "samples" not in profile:
+        return [] if not profile else ["", f"profile: {profile.get('error', 'n/a')}"]
+    threads = ", ".join(
+        f"{t['thread']} {t.get('busy_pct_of_wall', t['pct'])}%" for t in profile["threads"][:3]
+    )
+    lines = [
+        "",
+        f"profile of the optimized worker ({profile['samples']} py-spy samples, "
+        f"{profile['file']}); "
+        f"threads busy, % of wall time: {threads}",
+        "",
+        _row("self % of samples", "function"),
+        _row("---:", "---"),
+    ]
+    lines += [_row(f"{f['pct']:.1f}", f"`{f['function']}`") for f in profile["self"][:top]]
+    lines += ["", _row("inclusive %", "project function"), _row("---:", "---")]
+    lines += [
+        _row(f"{f['pct']:.1f}", f"`{f['function']}`") for f in profile["project_inclusive"][:top]
+    ]
+    return lines
 
 
 def plot_cdf(series: Mapping[str, Sequence[float]], target_ms: float | None, path: Path) -> None:

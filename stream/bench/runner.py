@@ -1,10 +1,10 @@
-"""The bench phases in order, on one broker and one data set: ceiling, optimized, naive, load, memory."""
+"""`bstream bench` in order, on one broker and data set: ceiling, optimized, naive, load, memory."""
 
 from __future__ import annotations
 
-import gc
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from stream.bench import report as rep
-from stream.bench.ceiling import measure_ceiling
-from stream.bench.data import BenchData, load_data, memory_events, prefix_windows, sample_batches
-from stream.bench.memory import rss_bytes_per_window, store_bytes_per_window
-from stream.bench.pipeline import PhaseSpec, e2e_latencies, run_phase, summarize
-from stream.bench.workerproc import BENCH_KEY
+from stream.bench.data import load_data
+from stream.bench.phases import phase_ceiling, phase_memory, run_pipeline
+from stream.bench.pipeline import PhaseSpec
 from stream.broker import EmbeddedBroker
 
 Say = Callable[[str], None]
@@ -50,6 +48,8 @@ class BenchOptions:
     skip_naive: bool = False
     skip_latency: bool = False
     skip_memory: bool = False
+    profile: bool = False  # py-spy the optimized worker
+    torch_threads: int | None = None  # None: torch's default, as the worker uses
     progress: bool = True
     notes: list[str] = field(default_factory=list)
 
@@ -66,14 +66,13 @@ class BenchOptions:
         ]
 
 
-def stderr_say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+def timed_say(started: float) -> Say:
+    """Progress lines on stderr, prefixed with the elapsed time."""
 
+    def say(line: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {line}", file=sys.stderr, flush=True)
 
-def is_tiny(bundle: Path) -> bool:
-    """A bundle made by model.tiny (its base model says so)."""
-    meta = json.loads((bundle / "bundle.json").read_text())
-    return str(meta.get("base_model", "")).startswith("tiny")
+    return say
 
 
 def find_bundle(repo: Path) -> Path | None:
@@ -85,81 +84,41 @@ def find_bundle(repo: Path) -> Path | None:
 
 
 def resolve_bundle(opts: BenchOptions, repo: Path, say: Say) -> Path:
-    """The given bundle; else (not quick) the newest local one; else a freshly built tiny bundle."""
+    """The given bundle; else (not quick) the newest local one; else the cached tiny bundle."""
     if opts.bundle is not None:
         return opts.bundle
     local = None if opts.quick else find_bundle(repo)
-    if local is not None:
-        return local
+    return (
+        local
+        if local is not None
+        else tiny_bundle(repo / ".bstream" / "bench" / "tiny-bundle", say)
+    )
+
+
+def tiny_bundle(target: Path, say: Say) -> Path:
+    """A tiny real bundle at `target`, built (again) unless a valid one is there."""
+    from model.bundle import BundleError, validate_bundle
     from model.tiny import build_tiny_bundle
 
-    target = opts.out / "tiny-bundle"
-    if not (target / "bundle.json").is_file():
+    try:
+        validate_bundle(target)
+        return target
+    except BundleError:
         say(f"building the tiny bundle in {target} ...")
-        build_tiny_bundle(target)
-    return target
+        shutil.rmtree(target, ignore_errors=True)
+        return build_tiny_bundle(target)
 
 
-def phase_ceiling(
-    opts: BenchOptions, bundle: Path, data: BenchData, say: Say
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Raw runtime throughput at the worker's batch size, on the data's own window mix."""
-    from model.runtime import Runtime
-
-    runtime = Runtime.load(bundle, device=opts.device)
-    info = {
-        "path": str(bundle),
-        "version": runtime.version,
-        "device": runtime.device,
-        "base_model": runtime.meta.base_model,
-        "max_len": runtime.max_len,
-        "tiny": is_tiny(bundle),
-    }
-    windows = prefix_windows(data.events, opts.window_size)
-    batches = sample_batches(windows, opts.max_batch, batches=16)
-    ceiling = measure_ceiling(runtime, batches, opts.ceiling_seconds, opts.progress)
-    say(
-        f"  ceiling: {ceiling.preds_per_s:,.0f} preds/s, one batch of {ceiling.batch_size}: "
-        f"{ceiling.batch_ms_p50:.1f} ms (p50)"
-    )
-    del runtime
-    gc.collect()
-    return info, ceiling.as_dict()
-
-
-def run_pipeline(
-    spec: PhaseSpec,
-    opts: BenchOptions,
-    broker: EmbeddedBroker,
-    bundle: Path,
-    say: Say,
-    latencies: dict[str, list[float]],
-) -> dict[str, Any]:
-    obs = run_phase(spec, broker.bootstrap, bundle, opts.out, opts.partitions, opts.progress)
-    phase = summarize(spec, obs)
-    latencies[f"{spec.name} latency_ms"] = [p["latency_ms"] for p in obs.predictions]
-    if spec.name == "fixed_load":
-        from stream.privacy import pseudonym
-
-        raw_of = {pseudonym(BENCH_KEY.encode(), e["user_id"]): e["user_id"] for e in spec.events}
-        latencies["fixed_load produce->predicted_at"] = e2e_latencies(obs, raw_of)
-    lat = phase["latency_ms"] or {}
-    say(
-        f"  {spec.name}: {phase['events_consumed']:,} events, {phase['events_per_s'] or 0:,.0f} ev/s, "
-        f"{phase['preds_per_s'] or 0:,.0f} preds/s, p50/p99 {lat.get('p50')}/{lat.get('p99')} ms, "
-        f"every user predicted: {phase['every_user_predicted']}, peak RSS {phase['peak_rss_mb']} MB"
-    )
-    return phase
-
-
-def run_bench(opts: BenchOptions, repo: Path, say: Say = stderr_say) -> dict[str, Any]:
+def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[str, Any]:
     """Run every phase; write JSON, Markdown and the CDF PNG into opts.out; return the report."""
     started, started_at = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
+    say = say or timed_say(started)
+    if opts.torch_threads:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(opts.torch_threads)
     opts.out.mkdir(parents=True, exist_ok=True)
     machine = rep.machine_info()
-    say(
-        f"bstream bench: {machine['cpu']}, {machine['logical_cores']} cores, load average {machine['load_avg_1m']}"
-    )
+    cores, load = machine["logical_cores"], machine["load_avg_1m"]
+    say(f"bstream bench: {machine['cpu']}, {cores} cores, load average {load}")
     bundle = resolve_bundle(opts, repo, say)
     data = load_data(opts.data, opts.fmt, opts.events)
     if opts.data is None:
@@ -171,14 +130,12 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say = stderr_say) -> dict[str
     phases: dict[str, dict[str, Any]] = {}
     with EmbeddedBroker(log_path=opts.out / "broker.log") as broker:
         say(f"[2/5] optimized pipeline: {len(data.events):,} events at max rate")
-        phases["optimized"] = run_pipeline(
-            PhaseSpec("optimized", data.events, wargs), opts, broker, bundle, say, latencies
-        )
+        spec = PhaseSpec("optimized", data.events, wargs, profile=opts.profile)
+        phases["optimized"] = run_pipeline(spec, opts, broker, bundle, say, latencies)
         if not opts.skip_naive:
             k = min(opts.naive_events, len(data.events))
-            say(
-                f"[3/5] naive pipeline (--naive): first {k:,} events, capped at {opts.naive_seconds:.0f} s"
-            )
+            cap = f"{opts.naive_seconds:.0f} s"
+            say(f"[3/5] naive pipeline (--naive): first {k:,} events, capped at {cap}")
             spec = PhaseSpec(
                 "naive", data.events[:k], [*wargs, "--naive"], time_cap_s=opts.naive_seconds
             )
@@ -193,105 +150,18 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say = stderr_say) -> dict[str
                 or phases["optimized"]["end_to_end_events_per_s"]
             )
             n = max(1, min(len(data.events), int(rate * opts.load_seconds)))
-            say(
-                f"[4/5] fixed load: {rate:,.0f} ev/s ({opts.load_fraction:.0%} of max) for {n:,} events"
-            )
+            share = f"{opts.load_fraction:.0%} of max"
+            say(f"[4/5] fixed load: {rate:,.0f} ev/s ({share}) for {n:,} events")
             spec = PhaseSpec("fixed_load", data.events[:n], wargs, rate=rate)
             phases["fixed_load"] = run_pipeline(spec, opts, broker, bundle, say, latencies)
         memory: dict[str, Any] = {}
         if not opts.skip_memory:
             memory = phase_memory(opts, broker, bundle, wargs, say, latencies)
             phases["memory"] = memory.pop("phase")
-    report = assemble(opts, bundle_info, data, ceiling, phases, memory, machine, started_at)
+    report = rep.assemble(opts, bundle_info, data, ceiling, phases, memory, machine, started_at)
     report["duration_s"] = round(time.monotonic() - started, 1)
     report["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     write_outputs(report, latencies, opts)
-    return report
-
-
-def phase_memory(
-    opts: BenchOptions,
-    broker: EmbeddedBroker,
-    bundle: Path,
-    wargs: list[str],
-    say: Say,
-    latencies: dict[str, list[float]],
-) -> dict[str, Any]:
-    """RSS growth of a worker holding `memory_users` windows, and the store measured directly."""
-    users, per_user = opts.memory_users, opts.memory_events_per_user
-    say(f"[5/5] memory: {users:,} users x {per_user} events through the worker")
-    events = memory_events(users, per_user)
-    phase = run_pipeline(PhaseSpec("memory", events, wargs), opts, broker, bundle, say, latencies)
-    full = memory_events(min(users, 10_000), opts.window_size)
-    return {
-        "phase": phase,
-        "users": users,
-        "events_per_user": per_user,
-        "active_windows": phase["active_windows"],
-        "peak_rss_mb": phase["peak_rss_mb"],
-        "rss_bytes_per_window": rss_bytes_per_window(phase),
-        "store": store_bytes_per_window(events, opts.window_size, BENCH_KEY.encode()),
-        "store_full_window": store_bytes_per_window(full, opts.window_size, BENCH_KEY.encode()),
-        "method": "rss_bytes_per_window = (worker RSS after all users were predicted - RSS when ready) "
-        "/ bstream_active_windows; store = tracemalloc of the memory:// table contents "
-        "(pseudonym key -> encoded window) built with the worker's own window functions",
-    }
-
-
-def assemble(
-    opts: BenchOptions,
-    bundle: dict[str, Any],
-    data: BenchData,
-    ceiling: dict[str, Any],
-    phases: dict[str, dict[str, Any]],
-    memory: dict[str, Any],
-    machine: dict[str, Any],
-    started_at: str,
-) -> dict[str, Any]:
-    """The report dict (the JSON file's content)."""
-    opt, naive, fixed = phases["optimized"], phases.get("naive", {}), phases.get("fixed_load", {})
-    target_p99 = opts.max_delay_ms + 2 * ceiling["batch_ms_p50"]
-    fixed_lat = fixed.get("latency_ms") or {}
-    report: dict[str, Any] = {
-        "bench_format": 1,
-        "started_at": started_at,
-        "quick": opts.quick,
-        "bundle": bundle,
-        "data": {"source": data.source, "events": len(data.events), "users": data.users},
-        "settings": {
-            "max_batch": opts.max_batch,
-            "max_delay_ms": opts.max_delay_ms,
-            "window_size": opts.window_size,
-            "partitions": opts.partitions,
-            "device": opts.device,
-        },
-        "model_ceiling_preds_per_s": ceiling["preds_per_s"],
-        "ceiling": ceiling,
-        "optimized": opt,
-        "naive": naive,
-        "fixed_load": fixed,
-        "memory": memory,
-        "latency_ms": {
-            **fixed_lat,
-            "target_p99": round(target_p99, 3),
-            "max_delay_ms": opts.max_delay_ms,
-            "single_batch_ms": ceiling["batch_ms_p50"],
-            "e2e": fixed.get("e2e_latency_ms"),
-            "offered_rate": fixed.get("offered_rate"),
-        },
-        "ratios": {
-            "optimized_over_naive_events": rep.ratio(
-                opt["events_per_s"], naive.get("events_per_s")
-            ),
-            "optimized_over_naive_preds": rep.ratio(opt["preds_per_s"], naive.get("preds_per_s")),
-            "pipeline_over_ceiling": rep.ratio(opt["preds_per_s"], ceiling["preds_per_s"]),
-        },
-        "peak_rss_mb": max(p["peak_rss_mb"] for p in phases.values()),
-        "machine": machine,
-        "versions": rep.versions(),
-        "notes": opts.notes,
-    }
-    report["targets"] = rep.targets(report)
     return report
 
 

@@ -1,4 +1,4 @@
-"""`bstream worker` as a subprocess for the bench: isolated topics, readiness, sampled RSS and metrics."""
+"""`bstream worker` as a bench subprocess: isolated topics, readiness, sampled RSS and metrics."""
 
 from __future__ import annotations
 
@@ -147,9 +147,10 @@ class WorkerProc:
             )
         return self
 
-    def log_tail(self, chars: int = 2000) -> str:
+    def last_log_line(self) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return text[-chars:]
+        lines = [line for line in text.splitlines() if line.strip()]
+        return lines[-1].strip() if lines else "(empty log)"
 
     def _get(self, path: str) -> tuple[int, str]:
         try:
@@ -166,12 +167,18 @@ class WorkerProc:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise BenchError(f"worker exited during start:\n{self.log_tail()}")
+                assert self.proc is not None
+                raise BenchError(
+                    f"worker exited with code {self.proc.returncode} during start: "
+                    f"{self.last_log_line()} (log: {self.log_path})"
+                )
             with contextlib.suppress(OSError):
                 if self._get("/health")[0] == 200:
                     return self
             time.sleep(0.2)
-        raise BenchError(f"worker not ready after {timeout:.0f}s:\n{self.log_tail()}")
+        raise BenchError(
+            f"worker not ready after {timeout:.0f}s: {self.last_log_line()} (log: {self.log_path})"
+        )
 
     def sample(self) -> Sample:
         """Look at the worker now."""
@@ -180,7 +187,7 @@ class WorkerProc:
         values = parse_metrics(self._get("/metrics")[1])
         return Sample(time.monotonic(), rss, **values)
 
-    def start_sampling(self, interval: float = 0.1) -> None:
+    def start_sampling(self, interval: float = 0.25) -> None:
         def loop() -> None:
             while not self._stop.wait(interval):
                 with contextlib.suppress(OSError, psutil.Error):

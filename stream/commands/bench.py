@@ -1,14 +1,16 @@
-"""`bstream bench`: the side-by-side benchmark (model ceiling, optimized vs naive, latency, memory)."""
+"""`bstream bench`: side-by-side benchmark (model ceiling, optimized vs naive, latency, memory)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import click
 
 from stream.commands.common import load_settings
 
-QUICK = {
+QUICK: dict[str, Any] = {
     "events": 3_000,
     "ceiling_seconds": 2.0,
     "naive_events": 300,
@@ -19,18 +21,16 @@ QUICK = {
 
 
 @click.command(
-    help="Benchmark in one run, on the same data: model ceiling, optimized pipeline, naive pipeline "
-    "(--naive worker), latency at a fixed load and memory per window. Writes JSON, a Markdown table "
-    "and a latency CDF PNG. Figures are reported, never asserted.",
+    help="Benchmark in one run, on the same data: model ceiling, optimized pipeline, naive "
+    "pipeline (--naive worker), latency at a fixed load and memory per window. Writes JSON, a "
+    "Markdown table and a latency CDF PNG. Figures are reported, never asserted.",
 )
 @click.option(
     "--bundle",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Model bundle  [$BSTREAM_MODEL, else the newest .bstream/bundles/*, else a tiny bundle]",
+    help="Model bundle  [$BSTREAM_MODEL, else the newest .bstream/bundles/*, else a tiny one]",
 )
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Inference device  [auto]"
-)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Device  [auto]")
 @click.option(
     "--data",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -45,33 +45,27 @@ QUICK = {
     help="Format of --data.",
 )
 @click.option(
-    "--events",
-    type=click.IntRange(min=10),
-    help="Events for the max-rate run  [110300; quick 3000]",
+    "--events", type=click.IntRange(min=10), help="Max-rate run size  [110300; quick 3000]"
 )
 @click.option(
-    "--quick",
-    is_flag=True,
-    help="Smoke run (< 3 min on 2 cores): tiny bundle, few events, short phases.",
+    "--quick", is_flag=True, help="Smoke run (< 3 min on 2 cores): tiny bundle, short phases."
 )
 @click.option(
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Report JSON path (Markdown and PNG go next to it)  [OUT/bench.json]",
+    help="Report JSON path; Markdown and PNG go next to it  [OUT/bench.json]",
 )
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Work directory for logs and the tiny bundle  [the --json folder, else bench-report]",
+    help="Folder for worker and broker logs  [the --json folder, else bench-report]",
 )
 @click.option(
-    "--naive-events", type=click.IntRange(min=1), help="Events for the naive run  [2000; quick 300]"
+    "--naive-events", type=click.IntRange(min=1), help="Naive run size  [2000; quick 300]"
 )
 @click.option(
-    "--naive-seconds",
-    type=click.FloatRange(min=1),
-    help="Time cap of the naive run  [120; quick 30]",
+    "--naive-seconds", type=click.FloatRange(min=1), help="Naive run time cap  [120; quick 30]"
 )
 @click.option(
     "--load-fraction",
@@ -81,22 +75,20 @@ QUICK = {
     help="Fixed load as a fraction of the measured max events/s.",
 )
 @click.option(
-    "--load-seconds",
-    type=click.FloatRange(min=1),
-    help="Length of the fixed-load run  [20; quick 4]",
+    "--load-seconds", type=click.FloatRange(min=1), help="Fixed-load run length  [20; quick 4]"
 )
 @click.option(
-    "--memory-users",
+    "--memory-users", type=click.IntRange(min=1), help="Users for memory  [100000; quick 3000]"
+)
+@click.option("--max-batch", type=click.IntRange(min=1), help="Worker max batch  [256]")
+@click.option("--max-delay-ms", type=click.IntRange(min=1), help="Worker max delay  [200]")
+@click.option(
+    "--torch-threads",
     type=click.IntRange(min=1),
-    help="Active users for memory  [100000; quick 3000]",
+    help="torch intra-op threads, for the ceiling and the workers  [torch default]",
 )
 @click.option(
-    "--max-batch", type=click.IntRange(min=1), help="Worker max batch  [$BSTREAM_MAX_BATCH or 256]"
-)
-@click.option(
-    "--max-delay-ms",
-    type=click.IntRange(min=1),
-    help="Worker max delay  [$BSTREAM_MAX_DELAY_MS or 200]",
+    "--profile", is_flag=True, help="py-spy the optimized worker (needs py-spy installed)."
 )
 @click.option("--skip-naive", is_flag=True, help="Skip the naive run.")
 @click.option("--skip-latency", is_flag=True, help="Skip the fixed-load latency run.")
@@ -118,6 +110,8 @@ def bench(
     memory_users: int | None,
     max_batch: int | None,
     max_delay_ms: int | None,
+    torch_threads: int | None,
+    profile: bool,
     skip_naive: bool,
     skip_latency: bool,
     skip_memory: bool,
@@ -130,22 +124,21 @@ def bench(
     from stream.kafka import KafkaUnavailable
 
     settings = load_settings(device=device, max_batch=max_batch, max_delay_ms=max_delay_ms)
-    repo = Path.cwd()
     if data is not None and not data.is_file():
         raise click.ClickException(f"no such file: {data}")
-    given = {
-        "events": events,
-        "naive_events": naive_events,
-        "naive_seconds": naive_seconds,
-        "load_seconds": load_seconds,
-        "memory_users": memory_users,
-    }
-    sizes = {**(QUICK if quick else {}), **{k: v for k, v in given.items() if v is not None}}
-    work = out or (json_path.parent if json_path else Path("bench-report"))
+    bundle = bundle or settings.model
+    if bundle is not None and not (bundle / "bundle.json").is_file():
+        raise click.ClickException(f"not a model bundle (no bundle.json): {bundle}")
+    repo = Path.cwd()
+    if profile:
+        from stream.bench.profile import py_spy
+
+        if py_spy() is None:
+            raise click.ClickException("--profile needs py-spy: .venv/bin/pip install py-spy")
     opts = BenchOptions(
-        out=work,
+        out=out or (json_path.parent if json_path else Path("bench-report")),
         json_path=json_path,
-        bundle=bundle or settings.model,
+        bundle=bundle,
         device=settings.device,
         data=data or default_data_path(repo),
         fmt=fmt if data else "taobao",
@@ -155,19 +148,26 @@ def bench(
         window_size=settings.window_size,
         partitions=settings.partitions,
         load_fraction=load_fraction,
+        torch_threads=torch_threads,
+        profile=profile,
         skip_naive=skip_naive,
         skip_latency=skip_latency,
         skip_memory=skip_memory,
         progress=progress,
-        **sizes,
     )
-    if opts.bundle is not None and not (opts.bundle / "bundle.json").is_file():
-        raise click.ClickException(f"not a model bundle (no bundle.json): {opts.bundle}")
+    given = {
+        "events": events,
+        "naive_events": naive_events,
+        "naive_seconds": naive_seconds,
+        "load_seconds": load_seconds,
+        "memory_users": memory_users,
+    }
+    sizes = {**(QUICK if quick else {}), **{k: v for k, v in given.items() if v is not None}}
+    opts = dataclasses.replace(opts, **sizes)
     try:
         report = run_bench(opts, repo)
     except (BenchError, BrokerError, KafkaUnavailable) as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(Path(report["files"]["markdown"]).read_text())
-    click.echo(
-        f"wrote {report['files']['json']}, {report['files']['markdown']}, {report['files']['cdf_png']}"
-    )
+        raise click.ClickException(str(exc).splitlines()[0]) from None
+    files = report["files"]
+    click.echo(Path(files["markdown"]).read_text())
+    click.echo(f"wrote {files['json']}, {files['markdown']}, {files['cdf_png']}")

@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -199,7 +199,7 @@ class WorkerProcess:
 def produce(
     bootstrap: str,
     topic: str,
-    records: list[tuple[bytes | None, bytes | None]],
+    records: Sequence[tuple[bytes | None, bytes | None]],
     partitioner: str = "murmur2_random",
 ) -> list[tuple[int, int]]:
     """Send (key, value) records in order and wait for the acks; returns (partition, offset)s."""
@@ -246,8 +246,13 @@ def collect(
             for m in consumer.consume(10_000, 0.3):
                 if m.error():
                     continue
-                headers = {k: v.decode() for k, v in (m.headers() or [])}
-                records.append(Msg(m.partition(), m.offset(), m.key(), m.value(), headers))
+                pairs: list[Any] = list(m.headers() or [])
+                headers = {str(k): (v or b"").decode() for k, v in pairs}
+                key, value = m.key(), m.value()
+                assert not isinstance(key, str) and not isinstance(value, str)
+                records.append(
+                    Msg(int(m.partition() or 0), int(m.offset() or 0), key, value, headers)
+                )
             if done(records):
                 return records
             if time.monotonic() > deadline:

@@ -174,3 +174,27 @@ def test_config_round_trips_and_rejects_unknown_fields() -> None:
     assert EncodingConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown"):
         EncodingConfig.from_dict({"nope": 1})
+
+
+def test_causal_safe_rendering_never_depends_on_later_events() -> None:
+    cfg = EncodingConfig(time_ref="prev", name_order="oldest", category_identity="none")
+    window = [ev("view", 0, "x"), ev("view", 30_000, "y"), ev("cart", 30 * MIN, "x")]
+
+    segments = render(window, cfg)
+
+    assert segments == ["view first a", "view seconds b", "cart hour a"]
+    assert render(window[:2], cfg) == segments[:2]  # a prefix renders identically
+
+
+def test_summary_header_is_always_kept_and_mapped_to_no_event() -> None:
+    cfg = EncodingConfig(max_len=2 + 12 + 4 * 2, summary=True, category_identity="local")
+    window = [ev("purchase" if i == 0 else "view", i * MIN, str(i % 4), "c") for i in range(30)]
+
+    enc = encode_window(window, cfg, word_tokenizer, cls_id=101, sep_id=102)
+
+    # the only purchase was 29 minutes before the newest event: "last hour"
+    assert enc.input_ids[1:13] == word_tokenizer(
+        "bought 1 basket 0 viewed 29 items 4 categories 1 last hour"
+    )
+    assert enc.event_index[:13] == [-1] * 13
+    assert enc.n_events == 2 and sorted(set(enc.event_index) - {-1}) == [28, 29]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from stream.dlq import INFERENCE_FAILED, DeadLetter, dlq_headers, headers_dict
+from stream.dlq import INFERENCE_FAILED, DeadLetter, dlq_headers, dlq_records, headers_dict
+from stream.publish import key_partition
 from stream.validation import DLQ_SCHEMA, check
 
 
@@ -32,3 +33,14 @@ def test_dead_letter_keeps_the_original_key_and_bytes() -> None:
     assert (letter.key, letter.value) == (b"user-7", b"\xff\x00raw")
     assert headers_dict(letter.headers())["error.code"] == "inference_failed"
     assert check(DLQ_SCHEMA, headers_dict(letter.headers())) is None
+
+
+def test_dlq_records_follow_the_key_or_keep_the_source_partition() -> None:
+    keyed = DeadLetter(b"u1", b"x", "not_json", "m", "ev", 2, 5)
+    keyless = DeadLetter(None, b"y", "not_json", "m", "ev", 3, 6)
+
+    records = dlq_records([keyed, keyless], count=4)
+
+    assert records[0].partition == key_partition(b"u1", 4)
+    assert records[1].partition == 3
+    assert dict(records[0].headers)["error.code"] == b"not_json"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -12,7 +13,8 @@ from stream.metrics import Metrics, serve
 
 CONTRACT = [
     "bstream_events_total", "bstream_invalid_total", "bstream_dropped_fields_total",
-    "bstream_dlq_total", "bstream_duplicate_events_total", "bstream_predictions_total", "bstream_batch_events",
+    "bstream_dlq_total", "bstream_duplicate_events_total", "bstream_predictions_total",
+    "bstream_batch_events",
     "bstream_batch_users", "bstream_inference_seconds", "bstream_event_to_prediction_seconds",
     "bstream_inference_failures_total", "bstream_active_windows", "bstream_expired_windows_total",
     "bstream_erasures_total", "bstream_consumer_lag", "bstream_ready", "bstream_broker_up",
@@ -52,7 +54,7 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 
 
 @pytest.fixture
-def served() -> tuple[Metrics, int]:
+def served() -> Iterator[tuple[Metrics, int]]:
     m = Metrics()
     server = serve(m, 0, host="127.0.0.1")
     yield m, server.server_port

@@ -6,8 +6,16 @@ import math
 
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
-from stream.publish import InvalidPrediction, build_prediction, encode_prediction
+from stream.publish import (
+    InvalidPrediction,
+    OutRecord,
+    build_prediction,
+    encode_prediction,
+    group_by_partition,
+    key_partition,
+)
 from stream.validation import validate_prediction
 from stream.windows import Window
 
@@ -55,3 +63,22 @@ def test_reasons_are_carried_when_given() -> None:
     )
 
     assert p["reasons"] == reasons
+
+
+def test_key_partition_matches_the_aiokafka_and_java_default() -> None:
+    partitions = [0, 1, 2, 3, 4, 5]
+    keys = [f"user-{i}".encode() for i in range(200)]
+
+    ours = [key_partition(k, 6) for k in keys]
+
+    assert ours == [DefaultPartitioner()(k, partitions, partitions) for k in keys]
+    assert key_partition(None, 4, fallback=6) == 2
+
+
+def test_records_are_grouped_per_partition_in_order() -> None:
+    records = [OutRecord(b"a", b"1"), OutRecord(None, b"2", partition=3), OutRecord(b"a", b"3")]
+
+    groups = group_by_partition(records, 4)
+
+    assert groups[3] == [records[1]]
+    assert groups[key_partition(b"a", 4)] == [records[0], records[2]]

@@ -1,0 +1,124 @@
+"""The bench phases: model ceiling, one pipeline run, memory per window."""
+
+from __future__ import annotations
+
+import gc
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stream.bench.ceiling import measure_ceiling
+from stream.bench.data import BenchData, memory_events, prefix_windows, sample_batches
+from stream.bench.memory import rss_bytes_per_window, store_bytes_per_window
+from stream.bench.pipeline import PhaseSpec, e2e_latencies, run_phase, summarize
+from stream.bench.workerproc import BENCH_KEY
+from stream.broker import EmbeddedBroker
+from stream.privacy import pseudonym
+
+if TYPE_CHECKING:
+    from stream.bench.runner import BenchOptions, Say
+
+
+def is_tiny(bundle: Path) -> bool:
+    """A bundle made by model.tiny (its base model says so)."""
+    meta = json.loads((bundle / "bundle.json").read_text())
+    return str(meta.get("base_model", "")).startswith("tiny")
+
+
+def phase_ceiling(
+    opts: BenchOptions, bundle: Path, data: BenchData, say: Say
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Raw runtime throughput at the worker's batch size, on the data's own window mix."""
+    import torch
+
+    from model.runtime import Runtime
+
+    if opts.torch_threads:
+        torch.set_num_threads(opts.torch_threads)
+    runtime = Runtime.load(bundle, device=opts.device)
+    info = {
+        "path": str(bundle),
+        "version": runtime.version,
+        "device": runtime.device,
+        "base_model": runtime.meta.base_model,
+        "max_len": runtime.max_len,
+        "tiny": is_tiny(bundle),
+    }
+    windows = prefix_windows(data.events, opts.window_size)
+    batches = sample_batches(windows, opts.max_batch, batches=8)
+    ceiling = measure_ceiling(runtime, batches, opts.ceiling_seconds, opts.progress).as_dict()
+    ceiling["torch_threads"] = torch.get_num_threads()
+    say(
+        f"  ceiling: {ceiling['preds_per_s']:,.0f} preds/s with {ceiling['torch_threads']} torch "
+        f"threads, one batch of {ceiling['batch_size']}: {ceiling['batch_ms_p50']:.1f} ms (p50)"
+    )
+    if not opts.quick and runtime.device == "cpu" and torch.get_num_threads() > 1:
+        # On a shared CPU, intra-op threads can stall each other; show the 1-thread figure too.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        one = measure_ceiling(runtime, batches, opts.ceiling_seconds, opts.progress)
+        torch.set_num_threads(threads)
+        ceiling["preds_per_s_1_thread"] = round(one.preds_per_s, 1)
+        say(f"  ceiling with 1 torch thread: {one.preds_per_s:,.0f} preds/s (for comparison)")
+    del runtime
+    gc.collect()
+    return info, ceiling
+
+
+def run_pipeline(
+    spec: PhaseSpec,
+    opts: BenchOptions,
+    broker: EmbeddedBroker,
+    bundle: Path,
+    say: Say,
+    latencies: dict[str, list[float]],
+) -> dict[str, Any]:
+    """Run one pipeline phase, print its headline figures, keep its latencies for the CDF."""
+    obs = run_phase(spec, broker.bootstrap, bundle, opts.out, opts.partitions, opts.progress)
+    phase = summarize(spec, obs)
+    latencies[f"{spec.name} latency_ms"] = [p["latency_ms"] for p in obs.predictions]
+    if spec.name == "fixed_load":
+        raw_of = {pseudonym(BENCH_KEY.encode(), e["user_id"]): e["user_id"] for e in spec.events}
+        latencies["fixed_load produce->predicted_at"] = e2e_latencies(obs, raw_of)
+    lat = phase["latency_ms"] or {}
+    say(
+        f"  {spec.name}: {phase['events_predicted']:,} events predicted, "
+        f"{phase['events_per_s'] or 0:,.0f} ev/s, "
+        f"{phase['preds_per_s'] or 0:,.0f} preds/s, p50/p99 {lat.get('p50')}/{lat.get('p99')} ms, "
+        f"every user predicted: {phase['every_user_predicted']}, peak RSS {phase['peak_rss_mb']} MB"
+    )
+    return phase
+
+
+METHOD = (
+    "rss_bytes_per_window = (worker RSS once every user was predicted - RSS when ready) / "
+    "bstream_active_windows; store = tracemalloc of the memory:// table contents (pseudonym key "
+    "-> encoded window) built with the worker's own window functions"
+)
+
+
+def phase_memory(
+    opts: BenchOptions,
+    broker: EmbeddedBroker,
+    bundle: Path,
+    wargs: list[str],
+    say: Say,
+    latencies: dict[str, list[float]],
+) -> dict[str, Any]:
+    """RSS growth of a worker holding `memory_users` windows, and the store measured directly."""
+    users, per_user = opts.memory_users, opts.memory_events_per_user
+    say(f"[5/5] memory: {users:,} users x {per_user} events through the worker")
+    events = memory_events(users, per_user)
+    phase = run_pipeline(PhaseSpec("memory", events, wargs), opts, broker, bundle, say, latencies)
+    full = memory_events(min(users, 10_000), opts.window_size)
+    return {
+        "phase": phase,
+        "users": users,
+        "events_per_user": per_user,
+        "active_windows": phase["active_windows"],
+        "peak_rss_mb": phase["peak_rss_mb"],
+        "rss_bytes_per_window": rss_bytes_per_window(phase),
+        "store": store_bytes_per_window(events, opts.window_size, BENCH_KEY.encode()),
+        "store_full_window": store_bytes_per_window(full, opts.window_size, BENCH_KEY.encode()),
+        "method": METHOD,
+    }

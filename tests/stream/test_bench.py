@@ -1,0 +1,189 @@
+"""`bstream bench`: a --quick run writes a complete, well-formed report (never checks speed)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream.bench.data import memory_events, newest_by_user, prefix_windows
+from stream.bench.pipeline import reflected_events
+from stream.bench.profile import top_functions
+from stream.bench.report import markdown, ratio
+from stream.bench.workerproc import parse_metrics
+
+BSTREAM = str(Path(sys.executable).parent / "bstream")
+REQUIRED_NUMBERS = (
+    "model_ceiling_preds_per_s",
+    "optimized.events_per_s",
+    "optimized.preds_per_s",
+    "naive.events_per_s",
+    "fixed_load.events_per_s",
+    "latency_ms.p50",
+    "latency_ms.p95",
+    "latency_ms.p99",
+    "latency_ms.target_p99",
+    "ratios.optimized_over_naive_events",
+    "ratios.pipeline_over_ceiling",
+    "peak_rss_mb",
+    "memory.rss_bytes_per_window",
+    "memory.store.bytes_per_window",
+    "machine.logical_cores",
+    "machine.torch_threads",
+)
+
+
+def dig(report: dict[str, Any], dotted: str) -> Any:
+    value: Any = report
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+@pytest.fixture(scope="module")
+def quick_run(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One `bstream bench --quick` on the tiny bundle; returns the JSON path and stdout."""
+    out = tmp_path_factory.mktemp("bench")
+    json_path = out / "report" / "bench.json"
+    cmd = [BSTREAM, "bench", "--quick", "--bundle", str(tiny_bundle), "--json", str(json_path)]
+    cmd += ["--no-progress", "--events", "1500", "--naive-events", "150", "--memory-users", "1500"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json_path, done.stdout
+
+
+@pytest.mark.integration
+def test_quick_report_has_every_figure(quick_run: tuple[Path, str]) -> None:
+    json_path, _ = quick_run
+
+    report = json.loads(json_path.read_text())
+
+    missing = [k for k in REQUIRED_NUMBERS if not isinstance(dig(report, k), int | float)]
+    assert missing == []
+    assert all(math.isfinite(dig(report, k)) and dig(report, k) > 0 for k in REQUIRED_NUMBERS)
+    assert report["optimized"]["every_user_predicted"] is True
+    assert report["optimized"]["events_predicted"] == report["data"]["events"]
+    assert {"cpu", "gpu", "load_avg_1m"} <= set(report["machine"])
+    for package in ("python", "torch", "faust-streaming", "confluent-kafka", "transformers"):
+        assert report["versions"][package]
+    assert len(report["targets"]) == 4
+    assert all({"name", "target", "measured", "met", "note"} <= set(t) for t in report["targets"])
+
+
+@pytest.mark.integration
+def test_quick_writes_markdown_and_cdf_next_to_the_json(quick_run: tuple[Path, str]) -> None:
+    json_path, stdout = quick_run
+
+    table = json_path.with_suffix(".md").read_text()
+    png = json_path.with_name("latency_cdf.png").read_bytes()
+
+    assert "| optimized / naive events/s |" in table
+    assert "| pipeline preds/s / model ceiling |" in table
+    assert table in stdout
+    assert png.startswith(b"\x89PNG")
+
+
+def test_bad_bundle_is_a_one_line_error(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [BSTREAM, "bench", "--bundle", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode != 0
+    assert "not a model bundle" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_prefix_windows_are_what_the_worker_predicts() -> None:
+    events = [{"user_id": u, "ts": t} for u, t in (("a", 1), ("b", 2), ("a", 3), ("a", 4))]
+
+    windows = prefix_windows(events, size=2)
+
+    assert [[e["ts"] for e in w] for w in windows] == [[1], [2], [1, 3], [3, 4]]
+    assert newest_by_user(events) == {"a": 4, "b": 2}
+
+
+def test_reflected_events_counts_only_events_a_prediction_covers() -> None:
+    events = [{"user_id": u, "ts": t} for u, t in (("a", 1), ("a", 5), ("b", 2))]
+
+    assert reflected_events(events, {"a": 1}) == 1
+    assert reflected_events(events, {"a": 5, "b": 2}) == 3
+
+
+def test_memory_events_are_grouped_per_user() -> None:
+    events = memory_events(users=3, per_user=2)
+
+    assert [e["user_id"] for e in events] == ["m0", "m0", "m1", "m1", "m2", "m2"]
+    assert len({e["event_id"] for e in events}) == 6
+
+
+def test_parse_metrics_sums_labels_and_reads_histogram_counts() -> None:
+    text = "\n".join(
+        [
+            "# TYPE bstream_events_total counter",
+            'bstream_events_total{event_type="view"} 3.0',
+            'bstream_events_total{event_type="cart"} 2.0',
+            "# TYPE bstream_inference_seconds histogram",
+            'bstream_inference_seconds_bucket{le="+Inf"} 4.0',
+            "bstream_inference_seconds_count 4.0",
+            "bstream_inference_seconds_sum 0.5",
+            "# TYPE bstream_active_windows gauge",
+            "bstream_active_windows 7.0",
+        ]
+    )
+
+    values = parse_metrics(text)
+
+    assert values == {"events": 5.0, "predictions": 0.0, "model_calls": 4.0, "active_windows": 7.0}
+
+
+def test_top_functions_splits_self_and_inclusive_time() -> None:
+    lines = ["main;loop (a.py);decode (v.py) 6", "main;loop (a.py) 2", "infer;run (r.py) 2"]
+
+    top = top_functions(lines)
+
+    assert top["samples"] == 10
+    assert top["self"][0] == {"function": "decode (v.py)", "pct": 60.0}
+    assert {"function": "loop (a.py)", "pct": 80.0} in top["inclusive"]
+    assert top["threads"][0] == {"thread": "main", "pct": 80.0}
+
+
+def test_ratio_and_markdown_handle_a_skipped_naive_run() -> None:
+    phase = {
+        "events_predicted": 10,
+        "events_per_s": 5.0,
+        "preds_per_s": 4.0,
+        "inferences_per_event": 0.8,
+        "latency_ms": None,
+        "e2e_latency_ms": None,
+        "every_user_predicted": True,
+    }
+    report = {
+        "quick": True,
+        "bundle": {"version": "v", "tiny": True, "device": "cpu"},
+        "data": {"source": "s"},
+        "machine": {"load_avg_1m": 1.0, "logical_cores": 2},
+        "ceiling": {"batch_size": 8},
+        "model_ceiling_preds_per_s": 8.0,
+        "optimized": phase,
+        "naive": {},
+        "fixed_load": {},
+        "memory": {},
+        "notes": [],
+        "ratios": {
+            "optimized_over_naive_events": ratio(5.0, None),
+            "optimized_over_naive_preds": None,
+            "pipeline_over_ceiling": ratio(4.0, 8.0),
+        },
+        "targets": [],
+    }
+
+    table = markdown(report)
+
+    assert "| naive (max rate) | skipped |" in table
+    assert "| pipeline preds/s / model ceiling | 0.500 |" in table
+    assert "| optimized / naive events/s | n/a |" in table
