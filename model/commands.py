@@ -110,10 +110,16 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option(
     "--arch",
-    type=click.Choice(["causal", "bidirectional"]),
-    default="causal",
+    type=click.Choice(["bidirectional", "causal"]),
+    default="bidirectional",
     show_default=True,
-    help="causal: every event of a window is a training example (far more labels per step).",
+    help="causal: every event of a window is a training example (more labels per step).",
+)
+@click.option(
+    "--summary/--no-summary",
+    default=True,
+    show_default=True,
+    help="Header of window aggregates (bought/basket/viewed/items/...); bidirectional only.",
 )
 @click.option(
     "--clock",
@@ -153,6 +159,7 @@ def train(data: Path, fmt: str, out: Path, base: Path | None, **opts: Any) -> No
             max_len=opts.pop("max_len"), window=opts.pop("window"),
             item_identity=opts.pop("item_identity"), time_mode=opts.pop("time_mode"),
             time_ref="prev" if causal else "now", name_order="oldest" if causal else "newest",
+            summary=opts.pop("summary") and not causal,
         )  # fmt: skip
         cfg = TrainConfig(**{**opts, "head_lr": opts["lr"] * 10, "causal": causal})
         bundle, result = train_bundle(labelled, out, base or default_base_dir(), encoding, cfg)

@@ -50,6 +50,7 @@ class TrainConfig:
     layers: int | None = None  # keep only the base model's first N layers (None: all)
     causal: bool = False  # causal attention: every event of a window is a training example
     freeze_word_embeddings: bool = True  # 12M rarely used params; Adam on them costs time
+    freeze_layers: int = 0  # also freeze all embeddings and the lowest N layers (faster backward)
     seed: int = 0
     dp_epsilon: float | None = None
     dp_delta: float = 1e-5
@@ -155,6 +156,9 @@ def score(
 def make_optimizer(model: BehaviorBert, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.freeze_word_embeddings:
         model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    if cfg.freeze_layers > 0:
+        for module in (model.bert.embeddings, *model.bert.encoder.layer[: cfg.freeze_layers]):
+            module.requires_grad_(False)
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
     for _name, param in model.bert.named_parameters():

@@ -7,12 +7,16 @@ partitioner the producers used (DESIGN.md pitfalls 1 and 2).
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import faust
-from faust.types import TopicT
+from faust import streams as faust_streams
+from faust.types import EventT, TopicT
 
 from stream.settings import Settings
 
@@ -43,6 +47,20 @@ class PinnedTable(faust.Table):  # type: ignore[misc]
             return self._pins.pop(key)
         except KeyError:
             raise PartitionNotPinned("windows table written without a pinned partition") from None
+
+
+@contextlib.contextmanager
+def as_current_event(event: EventT) -> Iterator[None]:
+    """Make `event` Faust's current event while a table is written outside stream iteration.
+
+    The RocksDB store picks its per-partition database from the current event (the memory store
+    ignores it); the changelog partition itself comes from `PinnedTable.pin`.
+    """
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import orjson
 from faust.types import EventT
 
-from stream.app import StreamApp
+from stream.app import StreamApp, as_current_event
 from stream.batching import Item, Target, UserUpdate, model_inputs, plan_groups
 from stream.dlq import INFERENCE_FAILED, DeadLetter, dlq_records
 from stream.metrics import Metrics
@@ -122,7 +122,7 @@ class StreamWorker:
         if letters:
             await self.dead_letter(letters)
         for group in plan_groups(items, self.settings.naive):
-            targets = [self.update_window(update) for update in group]
+            targets = [self.update_window(update, events[update.refs[-1]]) for update in group]
             job = Job(targets, [events[ref] for update in group for ref in update.refs])
             for event in job.events:
                 event.message.incref()  # released in finish(), after the broker acks
@@ -137,7 +137,7 @@ class StreamWorker:
         for reason, n in Counter(d.code for d in letters).items():
             m.invalid.labels(reason=reason).inc(n)
 
-    def update_window(self, update: UserUpdate) -> Target:
+    def update_window(self, update: UserUpdate, last: EventT) -> Target:
         """Apply a user's new entries; write the window once (changelog to its events partition)."""
         table, s = self.sapp.windows, self.settings
         stored = table.data.get(update.key)  # the store itself: no KeyError round trip, no sensors
@@ -152,7 +152,8 @@ class StreamWorker:
         if applied.duplicates:
             self.metrics.duplicates.inc(applied.duplicates)
         table.pin(update.key, update.partition)
-        table[update.key] = encode_window(applied.window)
+        with as_current_event(last):  # `last` was consumed from update.partition
+            table[update.key] = encode_window(applied.window)
         return Target(update.key, applied.window, update.arrival)
 
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
@@ -253,6 +254,14 @@ class StreamWorker:
                     runner.result()  # re-raise: a publishing failure must stop the worker
                 await self.intake(events)
             await self.queue.join()
+        except Exception as exc:
+            # Faust would restart just this agent and leave the batch's offsets unacked forever;
+            # stopping the worker instead makes the failure loud and replays from the last commit.
+            log.error(
+                "stream processing failed, stopping the worker: %s: %s", type(exc).__name__, exc
+            )
+            await self.sapp.app.crash(exc)
+            raise
         finally:
             runner.cancel()
 

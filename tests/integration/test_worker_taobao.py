@@ -96,7 +96,7 @@ def kcat_env(bootstrap: str, workdir: Path) -> dict[str, str] | None:
     Debian's kcat links librdkafka 2.0.2, which cannot parse the embedded broker's ApiVersions v3
     reply; the same kcat binary works with the newer librdkafka that confluent-kafka ships.
     """
-    probe = ["kcat", "-b", bootstrap, "-L", "-m", "5"]
+    probe = ["kcat", "-b", bootstrap, "-L", "-m", "2"]
     if subprocess.run(probe, capture_output=True, timeout=30).returncode == 0:
         return dict(os.environ)
     libs = sorted(

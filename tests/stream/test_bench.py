@@ -167,7 +167,13 @@ def test_ratio_and_markdown_handle_a_skipped_naive_run() -> None:
         "bundle": {"version": "v", "tiny": True, "device": "cpu"},
         "data": {"source": "s"},
         "machine": {"load_avg_1m": 1.0, "logical_cores": 2},
-        "ceiling": {"batch_size": 8},
+        "ceiling": {
+            "batch_size": 8,
+            "torch_threads": 2,
+            "preds_per_s": 6.0,
+            "best_torch_threads": 1,
+            "preds_per_s_1_thread": 8.0,
+        },
         "model_ceiling_preds_per_s": 8.0,
         "optimized": phase,
         "naive": {},
@@ -187,3 +193,4 @@ def test_ratio_and_markdown_handle_a_skipped_naive_run() -> None:
     assert "| naive (max rate) | skipped |" in table
     assert "| pipeline preds/s / model ceiling | 0.500 |" in table
     assert "| optimized / naive events/s | n/a |" in table
+    assert "| model ceiling (batch 8, torch threads 1, best) |  |  | 8 |" in table
