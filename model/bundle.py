@@ -55,6 +55,15 @@ class BundleMeta:
 
 
 REQUIRED = ("format", "version", "base_model", "labels", "max_len", "encoding", "model")
+# JSON types of the fields code relies on (a hand-edited bundle.json must fail with one line)
+FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "version": str,
+    "labels": list,
+    "max_len": int,
+    "encoding": dict,
+    "model": dict,
+    "files": dict,
+}
 
 
 def sha256_file(path: Path) -> str:
@@ -88,6 +97,11 @@ def read_meta(bundle_dir: Path | str) -> BundleMeta:
     missing = [key for key in REQUIRED if key not in data]
     if missing:
         raise BundleError(f"corrupt bundle: {path} lacks {', '.join(missing)}")
+    wrong = [
+        key for key, kind in FIELD_TYPES.items() if key in data and not isinstance(data[key], kind)
+    ]
+    if wrong or not data["labels"] or not all(isinstance(label, str) for label in data["labels"]):
+        raise BundleError(f"corrupt bundle: {path} has bad {', '.join(wrong) or 'labels'}")
     if data["format"] != BUNDLE_FORMAT:
         raise BundleError(
             f"bundle version mismatch: {bundle_dir} has format {data['format']!r}, "

@@ -91,7 +91,13 @@ class Runtime:
         elif quantize:
             module = cls._int8_module(script, meta)
         runtime = cls(module.eval(), encoder, meta, device, dtype)
-        runtime.warm_up()
+        try:
+            runtime.warm_up()
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BundleError(
+                f"corrupt bundle {bundle_dir}: the model does not run: {reason}"
+            ) from exc
         return runtime
 
     @staticmethod
@@ -153,4 +159,9 @@ class Runtime:
                 int(self.meta.model["bert"]["vocab_size"]), 2, length, seed=length
             )
             for _ in range(rounds):
-                self._run(ids.tolist(), mask.tolist())
+                probs = self._run(ids.tolist(), mask.tolist())
+            if len(probs[0]) != len(self.labels):
+                raise BundleError(
+                    f"corrupt bundle: the model gives {len(probs[0])} scores per window but "
+                    f"bundle.json names {len(self.labels)} labels"
+                )

@@ -7,6 +7,7 @@ partitioner the producers used (DESIGN.md pitfalls 1 and 2).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 import weakref
@@ -37,6 +38,19 @@ class PinnedTable(faust.Table):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, use_partitioner=True, **kwargs)
         self._pins: dict[Any, int] = {}
+        self._sent: list[asyncio.Future[Any]] = []
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        # Keep each changelog send's future: Faust's flush-before-commit can return while records
+        # still wait in its producer buffer, so the worker awaits these before acking events.
+        fut = super().send_changelog(*args, **kwargs)
+        self._sent.append(fut)
+        return fut
+
+    def take_sent(self) -> list[asyncio.Future[Any]]:
+        """Futures of the changelog records written since the last call (resolve on broker ack)."""
+        sent, self._sent = self._sent, []
+        return sent
 
     def pin(self, key: Any, partition: int) -> None:
         """Route the next changelog record of `key` to `partition`."""

@@ -28,23 +28,33 @@ def active_partitions(sapp: StreamApp) -> set[int]:
     return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
 
 
-def expire_idle(sapp: StreamApp, idle_ttl_s: float, now_ms: int | None = None) -> int:
-    """Delete owned windows idle longer than the TTL (tombstones go to their own partition)."""
+def expire_idle(
+    sapp: StreamApp, idle_ttl_s: float, now_ms: int | None = None
+) -> tuple[int, int] | None:
+    """Delete owned windows idle longer than the TTL (tombstones go to their own partition).
+
+    Returns (expired, kept) counts of owned windows, or None while no partition is owned.
+    """
     owned = active_partitions(sapp)
     if not owned:
-        return 0
+        return None
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     ttl_ms = int(idle_ttl_s * 1000)
     table = sapp.windows
-    expired = []
+    expired, kept = [], 0
     for key, raw in list(table.items()):
         window = decode_window(raw)
-        if window.partition in owned and is_expired(window, now, ttl_ms):
+        if window.partition not in owned:
+            continue  # a standby copy: its owner expires it
+        if is_expired(window, now, ttl_ms):
             expired.append((key, window.partition))
+        else:
+            kept += 1
     for key, partition in expired:
         table.pin(key, partition)
         del table[key]
-    return len(expired)
+    table.take_sent()  # tombstones gate no offsets; Faust flushes them before its next commit
+    return len(expired), kept
 
 
 def delete_window(sapp: StreamApp, key: bytes) -> bool:
@@ -54,14 +64,14 @@ def delete_window(sapp: StreamApp, key: bytes) -> bool:
         return False
     sapp.windows.pin(key, decode_window(raw).partition)
     del sapp.windows[key]
+    sapp.windows.take_sent()
     return True
 
 
 def update_health(sapp: StreamApp, metrics: Metrics, next_offset: dict[int, int]) -> None:
-    """Partitions assigned, active windows and per-partition lag of the events topic."""
+    """Partitions assigned and per-partition lag of the events topic."""
     owned = active_partitions(sapp)
     metrics.set_health(partitions_assigned=len(owned))
-    metrics.active_windows.set(len(sapp.windows))
     topic = sapp.events.get_topic_name()
     consumer = sapp.app.consumer
     for tp in consumer.assignment():
@@ -104,10 +114,14 @@ def install_timers(
 
     @app.timer(expiry_interval, name="bstream.expiry")
     async def expiry() -> None:
-        n = expire_idle(sapp, settings.idle_ttl_s)
-        if n:
-            metrics.expired_windows.inc(n)
-            log.info("expired %d idle windows", n)
+        swept = expire_idle(sapp, settings.idle_ttl_s)
+        if swept is None:
+            return
+        expired, kept = swept
+        metrics.active_windows.set(kept)  # exact after each sweep; counted up between sweeps
+        if expired:
+            metrics.expired_windows.inc(expired)
+            log.info("expired %d idle windows", expired)
 
     @app.timer(BROKER_PROBE_INTERVAL_S, name="bstream.broker")
     async def broker() -> None:

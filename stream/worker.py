@@ -2,9 +2,9 @@
 
 Delivery (at-least-once): each valid record's message gets an extra reference before the batch body
 returns, so `take_events` acking it does not make its offset committable; the reference is released
-only after the predictions reflecting it (or its DLQ copy) are acknowledged by the broker. Invalid
-records are acknowledged by the DLQ inside the body. Faust flushes its producer (changelog records
-included) before every offset commit.
+only after the broker acknowledged the predictions reflecting it (or its DLQ copy) and its window's
+changelog record. Invalid records are acknowledged by the DLQ inside the body. (Faust also flushes
+its producer before each commit, but that flush can return while records still wait in its buffer.)
 
 Overlap: the body hands each coalesced batch to a one-slot queue and returns, so batch k+1 is
 decoded and written to its windows while batch k is on the inference thread; jobs finish in order.
@@ -59,6 +59,7 @@ class Job:
 
     targets: list[Target]
     events: list[EventT]
+    changelog: list[asyncio.Future[Any]]  # the windows' changelog records (acked before events)
 
 
 def now_ms() -> int:
@@ -123,7 +124,8 @@ class StreamWorker:
             await self.dead_letter(letters)
         for group in plan_groups(items, self.settings.naive):
             targets = [self.update_window(update, events[update.refs[-1]]) for update in group]
-            job = Job(targets, [events[ref] for update in group for ref in update.refs])
+            refs = [events[ref] for update in group for ref in update.refs]
+            job = Job(targets, refs, self.sapp.windows.take_sent())
             for event in job.events:
                 event.message.incref()  # released in finish(), after the broker acks
             await self.queue.put(job)
@@ -151,6 +153,8 @@ class StreamWorker:
         )
         if applied.duplicates:
             self.metrics.duplicates.inc(applied.duplicates)
+        if stored is None:
+            self.metrics.active_windows.inc()
         table.pin(update.key, update.partition)
         with as_current_event(last):  # `last` was consumed from update.partition
             table[update.key] = encode_window(applied.window)
@@ -197,6 +201,7 @@ class StreamWorker:
             self.metrics.predictions.inc(len(records))
             for target in job.targets:
                 self.metrics.event_to_prediction.observe(done - target.arrival)
+        await asyncio.gather(*job.changelog)
         for event in job.events:
             event.ack()
 

@@ -45,7 +45,7 @@ def phase_ceiling(
         "tiny": is_tiny(bundle),
     }
     windows = prefix_windows(data.events, opts.window_size)
-    batches = sample_batches(windows, opts.max_batch, batches=8)
+    batches = sample_batches(windows, opts.max_batch, batches=4)
     ceiling = measure_ceiling(runtime, batches, opts.ceiling_seconds, opts.progress).as_dict()
     ceiling["torch_threads"] = threads = torch.get_num_threads()
     say(

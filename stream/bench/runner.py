@@ -38,7 +38,7 @@ class BenchOptions:
     max_delay_ms: int = 200
     window_size: int = 50
     partitions: int = 4
-    ceiling_seconds: float = 15.0
+    ceiling_seconds: float = 10.0
     naive_events: int = 2_000
     naive_seconds: float = 120.0
     load_fraction: float = 0.5

@@ -50,7 +50,7 @@ def _key(value: bytes) -> bytes:
     return SLOT.encode() if SLOT.encode() in value else b"no-user"
 
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
 json_values = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -134,7 +134,10 @@ def _wrong_type_for(field: str) -> st.SearchStrategy[Any]:
     if field == "price":
         return json_values.filter(lambda v: isinstance(v, str | list | dict | bool) or v is None)
     if field == "attrs":
-        return json_values.filter(lambda v: not isinstance(v, dict) or v) | st.just({"a": 1})
+        not_strings = json_values.filter(lambda v: not isinstance(v, str))
+        return json_values.filter(lambda v: not isinstance(v, dict)) | st.dictionaries(
+            st.text(max_size=4), not_strings, min_size=1, max_size=3
+        )
     return json_values.filter(lambda v: not isinstance(v, str))
 
 

@@ -68,14 +68,15 @@ def test_mixed_input_sends_exactly_the_invalid_records_to_the_dlq(
     worker: tuple[WorkerEnv, WorkerProcess], broker: EmbeddedBroker
 ) -> None:
     wenv, process = worker
-    valid = [valid_event(f"m{u}", i, email="a@b.example") for u in range(100) for i in range(10)]
+    raw_ids = [f"mixed-user-{u}" for u in range(100)]
+    valid = [valid_event(uid, i, email="a@b.example") for uid in raw_ids for i in range(10)]
     bad = [(code, value) for _ in range(25) for code, value in BAD_KINDS]
     records: list[tuple[str | None, bytes | None, bytes | None]] = [
         *((None, e["user_id"].encode(), orjson.dumps(e)) for e in valid),
         *((code, f"bad{i}".encode(), value) for i, (code, value) in enumerate(bad)),
     ]
     random.Random(4).shuffle(records)
-    newest = {wenv.user(f"m{u}"): T0 + 9000 for u in range(100)}
+    newest = {wenv.user(uid): T0 + 9000 for uid in raw_ids}
 
     placed = produce(broker.bootstrap, wenv.settings.events_topic, [(k, v) for _, k, v in records])
     dlq = collect(
@@ -106,6 +107,9 @@ def test_mixed_input_sends_exactly_the_invalid_records_to_the_dlq(
     for code, n in Counter(code for code, _ in bad).items():
         assert process.metric("bstream_invalid_total", reason=code) == n
     assert process.metric("bstream_dropped_fields_total", kind="email") >= 1000
+    exposed = process.log() + process.metrics_text()
+    assert not [uid for uid in raw_ids if uid in exposed]
+    assert "a@b.example" not in exposed
 
 
 def test_a_burst_for_one_user_is_coalesced(

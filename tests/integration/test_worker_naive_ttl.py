@@ -1,7 +1,11 @@
-"""A naive-mode worker with a short idle TTL: one inference per event, then idle windows expire."""
+"""A naive-mode worker with a short idle TTL: one inference per event, then idle windows expire.
+
+It runs on the RocksDB store when rocksdict is installed (the `rocksdb` extra), else in memory.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 
@@ -12,6 +16,7 @@ from stream.broker import EmbeddedBroker
 from tests.integration.worker_support import WorkerProcess, collect, new_env, produce, reflects
 
 pytestmark = pytest.mark.integration
+STORE = "rocksdb://" if importlib.util.find_spec("rocksdict") else "memory://"
 T0 = 1_700_000_000_000
 
 
@@ -26,7 +31,7 @@ def test_naive_mode_predicts_per_event_and_idle_windows_expire(
     ]
     user = wenv.user("ttl-user")
 
-    with WorkerProcess(wenv, tiny_bundle, tmp_path, "--naive") as worker:
+    with WorkerProcess(wenv, tiny_bundle, tmp_path, "--naive", "--store", STORE) as worker:
         worker.wait_ready()
         placed = produce(
             broker.bootstrap,
