@@ -80,13 +80,20 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option(
     "--max-train",
-    default=6000,
+    default=15000,
     show_default=True,
     help="Training windows per epoch (class-balanced sample).",
 )
 @click.option("--batch-size", default=16, show_default=True)
-@click.option("--lr", default=1e-4, show_default=True, help="Encoder learning rate (head: 10x).")
-@click.option("--layers", type=int, default=None, help="Keep only the base model's first N layers.")
+@click.option("--lr", default=2e-4, show_default=True, help="Encoder learning rate (head: 10x).")
+@click.option(
+    "--layers",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Keep only the base model's first N layers (0: all); fewer layers see more data.",
+)
+@click.option("--val-size", default=3000, show_default=True, help="Val windows for early stopping.")
 @click.option(
     "--labels",
     default="purchase",
@@ -155,6 +162,7 @@ def train(data: Path, fmt: str, out: Path, base: Path | None, **opts: Any) -> No
         labelled = load_data(data, fmt, horizon_min=opts.pop("horizon_min"), labels=labels)
         click.echo(f"data: {json.dumps(labelled.stats)}")
         causal = opts.pop("arch") == "causal"
+        opts["layers"] = opts["layers"] or None
         encoding = EncodingConfig(
             max_len=opts.pop("max_len"), window=opts.pop("window"),
             item_identity=opts.pop("item_identity"), time_mode=opts.pop("time_mode"),

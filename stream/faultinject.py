@@ -42,7 +42,9 @@ class FaultInjectingModel:
 
     def predict(self, windows: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, float]]:
         if any(event.get("item_id") == self.item_id for window in windows for event in window):
-            raise InjectedFault(f"injected inference fault: a window holds item_id {self.item_id!r}")
+            raise InjectedFault(
+                f"injected inference fault: a window holds item_id {self.item_id!r}"
+            )
         return self.model.predict(windows)  # type: ignore[no-any-return]
 
 

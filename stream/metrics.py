@@ -58,8 +58,8 @@ class Health:
 
     @property
     def ready(self) -> bool:
-        """Ready means: the model is loaded and this worker owns at least one partition."""
-        return self.model_loaded and self.partitions_assigned > 0
+        """Ready: the model is loaded, this worker owns a partition and the broker is reachable."""
+        return self.model_loaded and self.partitions_assigned > 0 and self.broker_up
 
     def as_dict(self) -> dict[str, Any]:
         """The /health JSON body."""

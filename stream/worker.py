@@ -84,6 +84,7 @@ class StreamWorker:
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bstream-infer")
         self.next_offset: dict[int, int] = {}  # events partition -> next offset to consume
+        self.in_memory = settings.store.startswith("memory:")
         self._queue: asyncio.Queue[Job] | None = None
         self.publisher = Publisher(sapp.app) if sapp is not None else None
 
@@ -156,8 +157,11 @@ class StreamWorker:
         if stored is None:
             self.metrics.active_windows.inc()
         table.pin(update.key, update.partition)
-        with as_current_event(last):  # `last` was consumed from update.partition
+        if self.in_memory:
             table[update.key] = encode_window(applied.window)
+        else:
+            with as_current_event(last):  # RocksDB: `last` was consumed from update.partition
+                table[update.key] = encode_window(applied.window)
         return Target(update.key, applied.window, update.arrival)
 
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:

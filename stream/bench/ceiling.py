@@ -19,6 +19,7 @@ class Ceiling:
 
     preds_per_s: float  # batch size / median batch time: stalls from other processes don't count
     preds_per_s_mean: float  # all predictions / all batch time
+    preds_per_cpu_s: float  # all predictions / CPU seconds of this process: load-independent
     batch_size: int
     batches: int
     batch_ms_p50: float
@@ -56,7 +57,7 @@ def measure_ceiling(
         runtime.predict(batch)
     times: list[float] = []
     done = 0
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with tqdm(desc="model ceiling", unit="pred", disable=not progress, leave=False) as bar:
         while len(times) < 3 or time.perf_counter() - started < min_seconds:
             batch = batches[len(times) % len(batches)]
@@ -65,10 +66,12 @@ def measure_ceiling(
             times.append(time.perf_counter() - t0)
             done += len(batch)
             bar.update(len(batch))
+    cpu_s = time.process_time() - cpu_started
     lengths = [len(w) for batch in batches for w in batch]
     return Ceiling(
         preds_per_s=len(batches[0]) / statistics.median(times),
         preds_per_s_mean=done / sum(times),
+        preds_per_cpu_s=done / cpu_s if cpu_s > 0 else 0.0,
         batch_size=len(batches[0]),
         batches=len(times),
         batch_ms_p50=statistics.median(times) * 1000,

@@ -197,6 +197,7 @@ def summarize(spec: PhaseSpec, obs: Observed) -> dict[str, Any]:
     stamps = [p["predicted_at"] / 1000 for p in preds]
     last_out = max(stamps, default=0.0)
     calls, consumed = obs.final.model_calls, obs.final.events
+    cpu_s = obs.final.cpu_s - obs.samples[0].cpu_s  # from ready (before the replay) to the end
     rss = [s.rss for s in obs.samples] + [obs.final.rss]
     return {
         "events": len(spec.events),
@@ -207,6 +208,10 @@ def summarize(spec: PhaseSpec, obs: Observed) -> dict[str, Any]:
         "events_per_s": _span_rate(done, first_in, last_out),
         "preds_per_s": _span_rate(len(preds) - 1, min(stamps), last_out) if preds else None,
         "end_to_end_events_per_s": round(done / obs.wall_s, 1),
+        "worker_cpu_s": round(cpu_s, 2),
+        "worker_cores_busy": round(cpu_s / (obs.final.t - obs.samples[0].t), 2),
+        "events_per_cpu_s": _span_rate(done, 0.0, cpu_s),
+        "preds_per_cpu_s": _span_rate(len(preds), 0.0, cpu_s),
         "predictions": len(preds),
         "inferences_per_event": round(len(preds) / done, 4) if done else None,
         "model_calls_per_event": round(calls / consumed, 4) if consumed else None,

@@ -77,10 +77,11 @@ class Deployment:
 
 @dataclass(frozen=True)
 class Sample:
-    """One look at the worker: time (monotonic s), RSS bytes, and counters from /metrics."""
+    """One look at the worker: time (monotonic s), RSS bytes, CPU seconds, /metrics counters."""
 
     t: float
     rss: int
+    cpu_s: float
     events: float
     predictions: float
     model_calls: float
@@ -183,9 +184,10 @@ class WorkerProc:
     def sample(self) -> Sample:
         """Look at the worker now."""
         assert self.proc is not None
-        rss = psutil.Process(self.proc.pid).memory_info().rss
+        proc = psutil.Process(self.proc.pid)
+        rss, cpu = proc.memory_info().rss, proc.cpu_times()
         values = parse_metrics(self._get("/metrics")[1])
-        return Sample(time.monotonic(), rss, **values)
+        return Sample(time.monotonic(), rss, cpu.user + cpu.system, **values)
 
     def start_sampling(self, interval: float = 0.25) -> None:
         def loop() -> None:

@@ -254,16 +254,22 @@ def run_loop(
 @click.command(
     help="Run the whole loop locally: broker, topics, model, worker, replay, predictions."
 )
-@click.option("--users", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--users", type=click.IntRange(min=1), default=200, show_default=True, help="Users.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Simulation seed.")
 @click.option(
     "--rate", type=click.FloatRange(min=1), default=2000, show_default=True, help="Events/s."
 )
 @click.option(
-    "--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path(".bstream")
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".bstream"),
+    show_default=True,
+    help="Cached bundle, key and run files.",
 )
 @click.option("--rebuild-model", is_flag=True, help="Rebuild the demo bundle even if cached.")
-@click.option("--timeout", type=click.FloatRange(min=10), default=600, show_default=True)
+@click.option(
+    "--timeout", type=click.FloatRange(min=10), default=600, show_default=True, help="Seconds."
+)
 def demo(
     users: int, seed: int, rate: float, workdir: Path, rebuild_model: bool, timeout: float
 ) -> None:

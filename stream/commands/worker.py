@@ -42,6 +42,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
 
     from stream import highwater
     from stream.app import create_app
+    from stream.faultinject import maybe_inject
     from stream.kafka import KafkaUnavailable
     from stream.metrics import Metrics, serve
     from stream.privacy import PrivacyError, pseudonymizer_from_settings
@@ -67,7 +68,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         ) from None
     sapp = create_app(settings, partitions)
     highwater.install(sapp.app.consumer, settings)
-    worker = StreamWorker(settings, sapp, runtime, pseudonymizer, metrics)
+    model = maybe_inject(runtime, settings.fault_inject_item)  # test-only hook; off by default
+    worker = StreamWorker(settings, sapp, model, pseudonymizer, metrics)
 
     async def consume(stream: Any) -> None:
         await worker.consume(stream)

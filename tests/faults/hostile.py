@@ -50,14 +50,22 @@ def _key(value: bytes) -> bytes:
     return SLOT.encode() if SLOT.encode() in value else b"no-user"
 
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 # Characters a JSON encoder can write (no lone surrogates); plenty of odd ones among them.
-text_chars = st.characters(exclude_categories=("Cs",))
+text_chars = st.characters(codec="utf-8")
 huge_lengths = st.sampled_from([129, 256, 4_000, 16_000, 16_500, 100_000, 500_000]) | st.integers(
     129, 200_000
 )
@@ -162,7 +170,11 @@ def missing_field(draw: st.DrawFn) -> Hostile:
 
 @st.composite
 def bad_enum(draw: st.DrawFn) -> Hostile:
-    kind = draw(st.text(text_chars, max_size=12).filter(lambda t: t not in {"view", "click", "cart", "fav", "purchase"}))
+    kind = draw(
+        st.text(text_chars, max_size=12).filter(
+            lambda t: t not in {"view", "click", "cart", "fav", "purchase"}
+        )
+    )
     value = _json(base_event() | {"event_type": kind})
     return Hostile("bad_enum", _key(value), value, "dlq")
 
@@ -211,7 +223,9 @@ def odd_but_valid(draw: st.DrawFn) -> Hostile:
     if draw(st.booleans()):
         event["price"] = draw(st.floats(0, 1e9) | st.integers(0, 10**9))
     if draw(st.booleans()):
-        event["attrs"] = draw(st.dictionaries(st.text(max_size=8), st.text(max_size=256), max_size=32))
+        event["attrs"] = draw(
+            st.dictionaries(st.text(max_size=8), st.text(max_size=256), max_size=32)
+        )
     if draw(st.booleans()):
         event["event_id"] = draw(st.text(text_chars, min_size=1, max_size=128))
     value = _json(event)
@@ -226,7 +240,9 @@ def duplicate_keys(draw: st.DrawFn) -> Hostile:
     head = _json(base_event())[:-1]
     tail = {"user_id": '"' + SLOT + '-2"', "ts": "-5", "event_type": '"teleport"'}[second]
     value = head + f',"{second}":{tail}}}'.encode()
-    return Hostile("duplicate_json_keys", _key(value), value, "valid" if second == "user_id" else "dlq")
+    return Hostile(
+        "duplicate_json_keys", _key(value), value, "valid" if second == "user_id" else "dlq"
+    )
 
 
 @st.composite

@@ -1,4 +1,4 @@
-"""Fault-test helpers: watch predictions incrementally, sample a worker's RSS and CPU, record results.
+"""Fault-test helpers: watch predictions, sample a worker's RSS and CPU, record result rows.
 
 Workers, topics and producers come from tests/integration/worker_support.py; this adds only what
 fault scenarios need on top.
@@ -45,7 +45,7 @@ def kill9(worker: WorkerProcess) -> None:
 
 
 def taobao_events(path: Path, limit: int) -> list[dict[str, Any]]:
-    """The first `limit` rows of a Taobao file as UserEvents (the same rows `replay --limit` sends)."""
+    """The first `limit` Taobao rows as UserEvents (the rows `replay --limit` sends)."""
     rows = itertools.islice(read_rows(path, "taobao"), limit)
     return [row.event for row in rows if row.event is not None]
 
@@ -92,7 +92,11 @@ class PredictionWatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": "faults-watch", "enable.auto.commit": False}
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "faults-watch",
+                "enable.auto.commit": False,
+            }
         )
         meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
@@ -138,6 +142,9 @@ class PredictionWatcher:
         return time.monotonic() - started
 
     def close(self) -> None:
+        """Stop reading; safe to call twice."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join(10)
         self._consumer.close()

@@ -19,7 +19,14 @@ import pytest
 
 from stream.broker import EmbeddedBroker, free_port
 from tests.faults.support import Expected, PredictionWatcher, ProcessSampler, mib, record_result
-from tests.integration.worker_support import BSTREAM, TEST_KEY, WorkerProcess, collect, new_env, produce
+from tests.integration.worker_support import (
+    BSTREAM,
+    TEST_KEY,
+    WorkerProcess,
+    collect,
+    new_env,
+    produce,
+)
 
 T0 = 1_700_000_000_000
 POISON_ITEM = "poison-item"
@@ -37,9 +44,17 @@ def _garbage_model_with_matching_hash(bundle: Path) -> None:
     _rewrite_meta(bundle, lambda meta: meta["files"].update({"model.ts": digest}))
 
 
-CORRUPTIONS: dict[str, Callable[[Path], None]] = {
+def _empty(bundle: Path) -> None:
+    for path in bundle.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+CORRUPTIONS: dict[str, Callable[[Path], object]] = {
     "missing_dir": lambda b: shutil.rmtree(b),
-    "empty_dir": lambda b: [p.unlink() if p.is_file() else shutil.rmtree(p) for p in b.iterdir()],
+    "empty_dir": _empty,
     "truncated_model": lambda b: (b / "model.ts").write_bytes((b / "model.ts").read_bytes()[:999]),
     "unparsable_meta": lambda b: (b / "bundle.json").write_text('{"version": '),
     "garbage_model_same_hash": _garbage_model_with_matching_hash,
@@ -63,7 +78,14 @@ def test_a_missing_or_corrupt_bundle_fails_at_startup_with_one_line(
     shutil.copytree(tiny_bundle, bundle)
     CORRUPTIONS[corruption](bundle)
     env = {"BSTREAM_HMAC_KEY": TEST_KEY, "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    cmd = [str(BSTREAM), "worker", "--model", str(bundle), "--bootstrap", f"127.0.0.1:{free_port()}"]
+    cmd = [
+        str(BSTREAM),
+        "worker",
+        "--model",
+        str(bundle),
+        "--bootstrap",
+        f"127.0.0.1:{free_port()}",
+    ]
 
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
 

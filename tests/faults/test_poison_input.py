@@ -83,7 +83,9 @@ def classify(kind: str, key: bytes | None, value: bytes | None, expect: str) -> 
     return Record(key, value, kind, code, decoded.event)
 
 
-def assemble(hostile: list[Hostile], dups: list[tuple[int, str]], base: list[dict[str, Any]], seed: int) -> list[Record]:
+def assemble(
+    hostile: list[Hostile], dups: list[tuple[int, str]], base: list[dict[str, Any]], seed: int
+) -> list[Record]:
     """Interleave valid events, hostile records and duplicates (each after its original)."""
     rng = random.Random(seed)
     originals = [classify("valid", e["user_id"].encode(), orjson.dumps(e), "valid") for e in base]
@@ -92,12 +94,14 @@ def assemble(hostile: list[Hostile], dups: list[tuple[int, str]], base: list[dic
         fresh = f"h{n}".encode()  # every hostile record gets a user of its own
         value = record.value.replace(SLOT.encode(), fresh) if record.value else record.value
         key = record.key.replace(SLOT.encode(), fresh) if record.key else record.key
-        stream.insert(rng.randrange(len(stream) + 1), classify(record.kind, key, value, record.expect))
+        stream.insert(
+            rng.randrange(len(stream) + 1), classify(record.kind, key, value, record.expect)
+        )
     for index, change in dups:
         at = next(i for i, r in enumerate(stream) if r is originals[index])
         dup = duplicate_of(base[index], change)
-        record = Record(originals[index].key, orjson.dumps(dup), "duplicate", None, dup, True)
-        stream.insert(rng.randrange(at + 1, len(stream) + 1), record)
+        copy = Record(originals[index].key, orjson.dumps(dup), "duplicate", None, dup, True)
+        stream.insert(rng.randrange(at + 1, len(stream) + 1), copy)
     return stream
 
 
@@ -140,7 +144,9 @@ def produce_all(bootstrap: str, topic: str, stream: list[Record]) -> list[tuple[
     return placed
 
 
-def poison_run(broker: EmbeddedBroker, bundle: Path, workdir: Path, n_hostile: int, users: int, per_user: int) -> None:
+def poison_run(
+    broker: EmbeddedBroker, bundle: Path, workdir: Path, n_hostile: int, users: int, per_user: int
+) -> None:
     base = base_events(users, per_user)
     hostile = draw_many(hostile_records, n_hostile)
     dup_specs = draw_many(
@@ -158,14 +164,17 @@ def poison_run(broker: EmbeddedBroker, bundle: Path, workdir: Path, n_hostile: i
         sampler = ProcessSampler(worker.proc.pid)  # type: ignore[union-attr]
         placed = produce_all(broker.bootstrap, wenv.settings.events_topic, stream)
         dlq = collect(
-            broker.bootstrap, wenv.settings.dlq_topic, lambda got: len(got) >= n_invalid, timeout=300
+            broker.bootstrap,
+            wenv.settings.dlq_topic,
+            lambda got: len(got) >= n_invalid,
+            timeout=300,
         )
         watcher.wait_reflects(expected, timeout=300)
         wait_for(lambda: worker.metric("bstream_dlq_total") == n_invalid, 60, "DLQ metric")
         alive = worker.proc is not None and worker.proc.poll() is None
         health = worker._get("/health")[0]
         metric = worker.metric
-        counts = {
+        counts: dict[str, Any] = {
             "events": metric("bstream_events_total"),
             "dlq": metric("bstream_dlq_total"),
             "duplicates": metric("bstream_duplicate_events_total"),
@@ -176,7 +185,9 @@ def poison_run(broker: EmbeddedBroker, bundle: Path, workdir: Path, n_hostile: i
         assert worker.stop() == 0
     watcher.close()
 
-    by_source = {(int(m.headers["source.partition"]), int(m.headers["source.offset"])): m for m in dlq}
+    by_source = {
+        (int(m.headers["source.partition"]), int(m.headers["source.offset"])): m for m in dlq
+    }
     wanted = {where: r for where, r in zip(placed, stream, strict=True) if r.invalid_code}
     assert alive and health == 200
     assert len(dlq) == n_invalid and by_source.keys() == wanted.keys()
@@ -188,7 +199,9 @@ def poison_run(broker: EmbeddedBroker, bundle: Path, workdir: Path, n_hostile: i
     assert counts["invalid"] == dict(invalid)
     assert counts["duplicates"] == n_dups
     assert counts["events"] == sum(r.event is not None for r in stream)
-    assert counts["dropped_fields"] >= sum(r.kind == "pii_extras" and r.event is not None for r in stream)
+    assert counts["dropped_fields"] >= sum(
+        r.kind == "pii_extras" and r.event is not None for r in stream
+    )
     record_result(
         {
             "scenario": "poison/hostile input",

@@ -1,4 +1,4 @@
-"""Two workers in one group: B joins mid-stream, then A leaves mid-stream; windows follow partitions.
+"""Two workers in one group: B joins, then A leaves, both mid-stream; windows follow partitions.
 
 Events flow in rounds (one event per user per round) the whole time. At the end every user's
 latest prediction reflects their newest event and a window holding *every* round, so the windows
@@ -67,10 +67,15 @@ class RoundProducer(threading.Thread):
 
     def run(self) -> None:
         topic = self.wenv.settings.events_topic
-        while self.rounds < MAX_ROUNDS and (self.stop_after is None or self.rounds < self.stop_after):
+        while self.rounds < MAX_ROUNDS and (
+            self.stop_after is None or self.rounds < self.stop_after
+        ):
             for user in self.users:
                 self.producer.produce(
-                    topic, self.event(user, self.rounds), user.encode(), on_delivery=self.on_delivery
+                    topic,
+                    self.event(user, self.rounds),
+                    user.encode(),
+                    on_delivery=self.on_delivery,
                 )
             self.producer.flush(60)
             self.rounds += 1
@@ -131,7 +136,9 @@ def test_join_and_leave_mid_stream_keep_every_window(
     assert rounds.errors == [] and total > left_at > joined_at
     changelog = collect(broker.bootstrap, wenv.changelog_topic, lambda got: len(got) > 0, 30)
     assert {m.key.decode() for m in changelog if m.key} == set(expected.newest)
-    misplaced = [m.key for m in changelog if m.key and m.partition != rounds.partition_of[m.key.decode()]]
+    misplaced = [
+        m.key for m in changelog if m.key and m.partition != rounds.partition_of[m.key.decode()]
+    ]
     assert misplaced == []
     assert all(decode_window(m.value).partition == m.partition for m in changelog if m.value)
     record_result(

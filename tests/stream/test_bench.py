@@ -184,6 +184,7 @@ def test_ratio_and_markdown_handle_a_skipped_naive_run() -> None:
             "optimized_over_naive_events": ratio(5.0, None),
             "optimized_over_naive_preds": None,
             "pipeline_over_ceiling": ratio(4.0, 8.0),
+            "pipeline_over_ceiling_cpu": None,
         },
         "targets": [],
     }
@@ -194,3 +195,4 @@ def test_ratio_and_markdown_handle_a_skipped_naive_run() -> None:
     assert "| pipeline preds/s / model ceiling | 0.500 |" in table
     assert "| optimized / naive events/s | n/a |" in table
     assert "| model ceiling (batch 8, torch threads 1, best) |  |  | 8 |" in table
+    assert all(line.count("|") == 11 for line in table.splitlines()[6:12])

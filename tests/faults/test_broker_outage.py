@@ -1,0 +1,122 @@
+"""Broker outage: stop the broker, later start a new one on the same port.
+
+During the outage the worker says so (an ERROR log line, `bstream_broker_up 0`, `/health` 503
+with `broker_up: false`), stays up without crash-looping, and does not busy-spin (its CPU use is
+sampled). Once a broker is back it serves new events again. The embedded broker keeps data in
+memory only, so the new broker starts empty: see tests/faults/README.md for what a real Kafka
+cluster gives instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stream.broker import EmbeddedBroker
+from stream.topics import create_topics, default_topics
+from tests.faults.support import (
+    Expected,
+    PredictionWatcher,
+    ProcessSampler,
+    mib,
+    record_result,
+    wait_for,
+)
+from tests.integration.worker_support import WorkerProcess, new_env, produce
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+T0 = 1_700_000_000_000
+OUTAGE_SAMPLE_S = 15.0
+USERS = 40
+
+
+def events(prefix: str, step: int) -> list[tuple[bytes, bytes]]:
+    return [
+        (
+            f"{prefix}{u}".encode(),
+            orjson.dumps(
+                {"user_id": f"{prefix}{u}", "event_type": "view", "ts": T0 + step, "item_id": "i"}
+            ),
+        )
+        for u in range(USERS)
+    ]
+
+
+def expected(user: Callable[[str], str], records: list[tuple[bytes, bytes]]) -> Expected:
+    result = Expected()
+    for key, value in records:
+        result.add(user(key.decode()), orjson.loads(value))
+    return result
+
+
+def test_worker_reports_a_broker_outage_without_spinning_and_resumes(
+    fresh_broker: EmbeddedBroker, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    wenv = new_env(fresh_broker.bootstrap)
+    before, after = events("u", 1), events("n", 2)
+    worker = WorkerProcess(wenv, tiny_bundle, tmp_path, name="outage").start().wait_ready()
+    sampler = ProcessSampler(worker.proc.pid)  # type: ignore[union-attr]
+    watcher = PredictionWatcher(fresh_broker.bootstrap, wenv.settings.predictions_topic)
+    produce(fresh_broker.bootstrap, wenv.settings.events_topic, before)
+    watcher.wait_reflects(expected(wenv.user, before), timeout=120)
+    watcher.close()
+    second: EmbeddedBroker | None = None
+    try:
+        fresh_broker.stop()
+        down = time.monotonic()
+        detect_s = wait_for(lambda: worker.metric("bstream_broker_up") == 0, 60, "broker_up 0")
+        status, body = worker._get("/health")
+        log_before = len(worker.log())
+        cpu_before, wall_before = sampler.cpu_seconds(), time.monotonic()
+        time.sleep(OUTAGE_SAMPLE_S)
+        cpu_share = (sampler.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
+        log_growth = len(worker.log()) - log_before
+        assert worker.proc is not None and worker.proc.poll() is None, "worker exited"
+        outage_s = time.monotonic() - down
+
+        second = EmbeddedBroker(port=fresh_broker.port, log_path=tmp_path / "broker2.log").start()
+        back = time.monotonic()
+        create_topics(
+            wenv.settings, default_topics(wenv.settings, wenv.partitions)
+        )  # as deploys do
+        produce(second.bootstrap, wenv.settings.events_topic, after)
+        watcher = PredictionWatcher(second.bootstrap, wenv.settings.predictions_topic)
+        watcher.wait_reflects(expected(wenv.user, after), timeout=240, check_sizes=False)
+        recover_s = time.monotonic() - back
+        wait_for(lambda: worker._get("/health")[0] == 200, 60, "/health 200 again")
+        broker_up_again = worker.metric("bstream_broker_up")
+        sampler.stop()
+        assert worker.stop() == 0
+    finally:
+        watcher.close()
+        if worker.proc is not None and worker.proc.poll() is None:
+            worker.proc.kill()
+        if second is not None:
+            second.stop()
+
+    assert status == 503 and orjson.loads(body)["broker_up"] is False
+    assert "UNREACHABLE" in worker.log() and "reachable" in worker.log().split("UNREACHABLE")[-1]
+    assert cpu_share < 0.5, f"worker used {cpu_share:.0%} of a core while the broker was down"
+    assert log_growth < 200_000, f"{log_growth} bytes of log in {OUTAGE_SAMPLE_S:.0f}s of outage"
+    assert broker_up_again == 1
+    record_result(
+        {
+            "scenario": "broker outage (stop, new broker on same port)",
+            "runs": 1,
+            "events": 2 * USERS,
+            "users_lost": len(watcher.missing(expected(wenv.user, after), check_sizes=False)),
+            "duplicates": watcher.duplicates,
+            "dlq": 0,
+            "peak_rss_mib": mib(sampler.peak_rss),
+            "detect_s": round(detect_s, 1),
+            "outage_s": round(outage_s, 1),
+            "outage_cpu_share": round(cpu_share, 3),
+            "outage_log_bytes": log_growth,
+            "time_to_recover_s": round(recover_s, 1),
+            "window_size_after": watcher.latest.get(wenv.user("n0"), {}).get("window_size"),
+        }
+    )
