@@ -32,7 +32,10 @@ BROADCAST = (
     "bert.embeddings.token_type_embeddings.weight",
 )
 _HOOKS: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDictionary()
-UNIT = "example (one prefix window); a user with k training windows gets group privacy k*epsilon"
+UNIT = (
+    "one example (prefix window) of the training sample; the class-balanced subsampling that"
+    " forms the sample is not accounted; a user with k windows gets group privacy (k*epsilon)"
+)
 
 
 def planned_steps(epochs: float, batches_per_epoch: int) -> int:

@@ -128,7 +128,9 @@ def create_app(settings: Settings, partitions: int | None = None) -> StreamApp:
         topic_partitions=n,
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
-        producer_linger=0.005,  # a few ms batch predictions and changelog records per request
+        # a few ms batch each micro-batch's records per request; naive mode publishes one event
+        # at a time and waits for its ack, so a linger would only add idle time there
+        producer_linger=0.0 if settings.naive else 0.005,
         producer_max_batch_size=256 * 1024,
         stream_buffer_maxsize=max(4096, 4 * settings.max_batch),
         web_enabled=False,  # /metrics and /health are served by stream.metrics instead

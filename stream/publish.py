@@ -136,17 +136,23 @@ class Publisher:
                 if self._append(batch, record):
                     continue
                 if batch.record_count():
-                    pending.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
+                    pending.append(await self._submit(producer, batch, topic, partition))
+                batch = producer.create_batch()
                 if not self._append(batch, record):  # larger than a whole batch: send it alone
-                    pending.append(
-                        await producer.send(
-                            topic, record.value, record.key, partition, None, list(record.headers)
-                        )
+                    headers = list(record.headers)
+                    alone = await producer.send(
+                        topic, record.value, record.key, partition, None, headers
                     )
+                    pending.append(alone)
+                    batch = producer.create_batch()
             if batch.record_count():
-                pending.append(await producer.send_batch(batch, topic, partition=partition))
+                pending.append(await self._submit(producer, batch, topic, partition))
         await asyncio.gather(*pending)
+
+    @staticmethod
+    async def _submit(producer: Any, batch: Any, topic: str, partition: int) -> Any:
+        batch.close()  # a closed batch goes out at once instead of lingering for more records
+        return await producer.send_batch(batch, topic, partition=partition)
 
     @staticmethod
     def _append(batch: Any, record: OutRecord) -> bool:

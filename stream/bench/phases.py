@@ -1,14 +1,15 @@
-"""The bench phases: model ceiling, one pipeline run, memory per window."""
+"""The bench phases: model ceiling, optimized, naive, fixed load, memory per window."""
 
 from __future__ import annotations
 
 import gc
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stream.bench.ceiling import measure_ceiling
-from stream.bench.data import BenchData, memory_events, prefix_windows, sample_batches
+from stream.bench.data import BenchData, Event, memory_events, prefix_windows, sample_batches
 from stream.bench.memory import rss_bytes_per_window, store_bytes_per_window
 from stream.bench.pipeline import PhaseSpec, e2e_latencies, run_phase, summarize
 from stream.bench.workerproc import BENCH_KEY
@@ -72,28 +73,72 @@ def phase_ceiling(
     return info, ceiling
 
 
-def run_pipeline(
-    spec: PhaseSpec,
-    opts: BenchOptions,
-    broker: EmbeddedBroker,
-    bundle: Path,
-    say: Say,
-    latencies: dict[str, list[float]],
-) -> dict[str, Any]:
-    """Run one pipeline phase, print its headline figures, keep its latencies for the CDF."""
-    obs = run_phase(spec, broker.bootstrap, bundle, opts.out, opts.partitions, opts.progress)
-    phase = summarize(spec, obs)
-    latencies[f"{spec.name} latency_ms"] = [p["latency_ms"] for p in obs.predictions]
-    if spec.name == "fixed_load":
-        raw_of = {pseudonym(BENCH_KEY.encode(), e["user_id"]): e["user_id"] for e in spec.events}
-        latencies["fixed_load produce->predicted_at"] = e2e_latencies(obs, raw_of)
-    lat = phase["latency_ms"] or {}
-    say(
-        f"  {spec.name}: {phase['events_predicted']:,} events predicted, "
-        f"{phase['events_per_s'] or 0:,.0f} ev/s, "
-        f"{phase['preds_per_s'] or 0:,.0f} preds/s, p50/p99 {lat.get('p50')}/{lat.get('p99')} ms, "
-        f"every user predicted: {phase['every_user_predicted']}, peak RSS {phase['peak_rss_mb']} MB"
+@dataclass
+class Stage:
+    """What every pipeline phase shares: options, broker, bundle, progress, collected latencies."""
+
+    opts: BenchOptions
+    broker: EmbeddedBroker
+    bundle: Path
+    say: Say
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+
+    def run(self, spec: PhaseSpec) -> dict[str, Any]:
+        """Run one pipeline phase, print its headline figures, keep latencies for the CDF."""
+        opts = self.opts
+        obs = run_phase(
+            spec, self.broker.bootstrap, self.bundle, opts.out, opts.partitions, opts.progress
+        )
+        phase = summarize(spec, obs)
+        if spec.name != "memory":
+            self.latencies[f"{spec.name} latency_ms"] = [p["latency_ms"] for p in obs.predictions]
+        if spec.name == "fixed_load":
+            key = BENCH_KEY.encode()
+            raw_of = {pseudonym(key, e["user_id"]): e["user_id"] for e in spec.events}
+            self.latencies["fixed_load produce->predicted_at"] = e2e_latencies(obs, raw_of)
+        lat = phase["latency_ms"] or {}
+        self.say(
+            f"  {spec.name}: {phase['events_predicted']:,} events predicted, "
+            f"{phase['events_per_s'] or 0:,.0f} ev/s, {phase['preds_per_s'] or 0:,.0f} preds/s, "
+            f"p50/p99 {lat.get('p50')}/{lat.get('p99')} ms, every user predicted: "
+            f"{phase['every_user_predicted']}, peak RSS {phase['peak_rss_mb']} MB"
+        )
+        return phase
+
+
+def phase_optimized(stage: Stage, events: list[Event]) -> dict[str, Any]:
+    """The worker as designed, replay at max rate."""
+    stage.say(f"[2/5] optimized pipeline: {len(events):,} events at max rate")
+    opts = stage.opts
+    return stage.run(PhaseSpec("optimized", events, opts.worker_args(), profile=opts.profile))
+
+
+def phase_naive(stage: Stage, events: list[Event]) -> dict[str, Any]:
+    """`--naive` worker on a prefix of the same events (it is slow), with a time cap."""
+    opts = stage.opts
+    k = min(opts.naive_events, len(events))
+    cap = f"{opts.naive_seconds:.0f} s"
+    stage.say(f"[3/5] naive pipeline (--naive): first {k:,} events, capped at {cap}")
+    opts.notes.append(
+        f"naive ran on the first {k:,} events (capped at {cap}); the ratio compares rates"
     )
+    args = [*opts.worker_args(), "--naive"]
+    return stage.run(PhaseSpec("naive", events[:k], args, time_cap_s=opts.naive_seconds))
+
+
+def phase_fixed_load(stage: Stage, events: list[Event], max_rate: float) -> dict[str, Any]:
+    """The optimized worker at `load_fraction` of its measured max rate."""
+    opts = stage.opts
+    rate = opts.load_fraction * max_rate
+    n = max(1, min(len(events), int(rate * opts.load_seconds)))
+    stage.say(f"[4/5] fixed load: {rate:,.0f} ev/s ({opts.load_fraction:.0%} of max), {n:,} events")
+    phase = stage.run(PhaseSpec("fixed_load", events[:n], opts.worker_args(), rate=rate))
+    achieved = phase["events_per_s"] or 0.0
+    if achieved < 0.9 * rate:
+        opts.notes.append(
+            f"the worker did not keep up with the fixed load ({achieved:,.0f} of {rate:,.0f} "
+            "ev/s offered): its latency includes queueing"
+        )
     return phase
 
 
@@ -104,19 +149,13 @@ METHOD = (
 )
 
 
-def phase_memory(
-    opts: BenchOptions,
-    broker: EmbeddedBroker,
-    bundle: Path,
-    wargs: list[str],
-    say: Say,
-    latencies: dict[str, list[float]],
-) -> dict[str, Any]:
+def phase_memory(stage: Stage) -> dict[str, Any]:
     """RSS growth of a worker holding `memory_users` windows, and the store measured directly."""
+    opts = stage.opts
     users, per_user = opts.memory_users, opts.memory_events_per_user
-    say(f"[5/5] memory: {users:,} users x {per_user} events through the worker")
+    stage.say(f"[5/5] memory: {users:,} users x {per_user} events through the worker")
     events = memory_events(users, per_user)
-    phase = run_pipeline(PhaseSpec("memory", events, wargs), opts, broker, bundle, say, latencies)
+    phase = stage.run(PhaseSpec("memory", events, opts.worker_args()))
     full = memory_events(min(users, 10_000), opts.window_size)
     return {
         "phase": phase,

@@ -15,8 +15,14 @@ from typing import Any
 
 from stream.bench import report as rep
 from stream.bench.data import load_data
-from stream.bench.phases import phase_ceiling, phase_memory, run_pipeline
-from stream.bench.pipeline import PhaseSpec
+from stream.bench.phases import (
+    Stage,
+    phase_ceiling,
+    phase_fixed_load,
+    phase_memory,
+    phase_naive,
+    phase_optimized,
+)
 from stream.broker import EmbeddedBroker
 
 Say = Callable[[str], None]
@@ -123,45 +129,27 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
     data = load_data(opts.data, opts.fmt, opts.events)
     if opts.data is None:
         opts.notes.append("the Taobao slice was not found: the bench used simulated events")
+    if not machine["gpu"]:
+        opts.notes.append("no GPU on this machine: CPU figures only (no bf16 run)")
     say(f"[1/5] model ceiling: bundle {bundle}, data {data.source}")
     bundle_info, ceiling = phase_ceiling(opts, bundle, data, say)
-    latencies: dict[str, list[float]] = {}
-    wargs = opts.worker_args()
     phases: dict[str, dict[str, Any]] = {}
+    memory: dict[str, Any] = {}
     with EmbeddedBroker(log_path=opts.out / "broker.log") as broker:
-        say(f"[2/5] optimized pipeline: {len(data.events):,} events at max rate")
-        spec = PhaseSpec("optimized", data.events, wargs, profile=opts.profile)
-        phases["optimized"] = run_pipeline(spec, opts, broker, bundle, say, latencies)
+        stage = Stage(opts, broker, bundle, say)
+        phases["optimized"] = opt = phase_optimized(stage, data.events)
         if not opts.skip_naive:
-            k = min(opts.naive_events, len(data.events))
-            cap = f"{opts.naive_seconds:.0f} s"
-            say(f"[3/5] naive pipeline (--naive): first {k:,} events, capped at {cap}")
-            spec = PhaseSpec(
-                "naive", data.events[:k], [*wargs, "--naive"], time_cap_s=opts.naive_seconds
-            )
-            phases["naive"] = run_pipeline(spec, opts, broker, bundle, say, latencies)
-            opts.notes.append(
-                f"naive ran on the first {k:,} events (capped at {opts.naive_seconds:.0f} s); "
-                "the ratio compares rates"
-            )
+            phases["naive"] = phase_naive(stage, data.events)
         if not opts.skip_latency:
-            rate = opts.load_fraction * (
-                phases["optimized"]["events_per_s"]
-                or phases["optimized"]["end_to_end_events_per_s"]
-            )
-            n = max(1, min(len(data.events), int(rate * opts.load_seconds)))
-            share = f"{opts.load_fraction:.0%} of max"
-            say(f"[4/5] fixed load: {rate:,.0f} ev/s ({share}) for {n:,} events")
-            spec = PhaseSpec("fixed_load", data.events[:n], wargs, rate=rate)
-            phases["fixed_load"] = run_pipeline(spec, opts, broker, bundle, say, latencies)
-        memory: dict[str, Any] = {}
+            max_rate = opt["events_per_s"] or opt["end_to_end_events_per_s"]
+            phases["fixed_load"] = phase_fixed_load(stage, data.events, max_rate)
         if not opts.skip_memory:
-            memory = phase_memory(opts, broker, bundle, wargs, say, latencies)
+            memory = phase_memory(stage)
             phases["memory"] = memory.pop("phase")
     report = rep.assemble(opts, bundle_info, data, ceiling, phases, memory, machine, started_at)
     report["duration_s"] = round(time.monotonic() - started, 1)
     report["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
-    write_outputs(report, latencies, opts)
+    write_outputs(report, stage.latencies, opts)
     return report
 
 

@@ -126,7 +126,7 @@ def bench(
     settings = load_settings(device=device, max_batch=max_batch, max_delay_ms=max_delay_ms)
     if data is not None and not data.is_file():
         raise click.ClickException(f"no such file: {data}")
-    bundle = bundle or settings.model
+    bundle = bundle or (None if quick else settings.model)  # --quick: the tiny bundle
     if bundle is not None and not (bundle / "bundle.json").is_file():
         raise click.ClickException(f"not a model bundle (no bundle.json): {bundle}")
     repo = Path.cwd()

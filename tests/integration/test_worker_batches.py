@@ -44,15 +44,14 @@ BAD_KINDS: list[tuple[str, bytes | None]] = [
     ("not_json", b'{"user_id": "x", '),
     ("not_json", None),  # a null value (tombstone) on the events topic
     ("not_utf8", b'{"user_id": "\xff\xfe"}'),
-    (
-        "oversized",
-        orjson.dumps({**valid_event("x", 1), "attrs": {"pad": "p" * 256}, "blob": "b" * 20_000}),
-    ),
+    ("oversized", orjson.dumps({**valid_event("x", 1), "blob": "b" * 20_000})),
+    ("oversized", orjson.dumps({**valid_event("x", 1), "blob": "b" * 300_000})),  # > a record batch
     ("wrong_type", orjson.dumps({**valid_event("x", 1), "ts": "yesterday"})),
     ("missing_field", orjson.dumps({"user_id": "x", "event_type": "view", "ts": T0})),
     ("bad_value", orjson.dumps({**valid_event("x", 1), "event_type": "teleport"})),
     ("not_object", b"[1, 2, 3]"),
-]
+    ("not_object", b'"just a string"'),
+]  # 10 kinds x 20 = 200
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +69,7 @@ def test_mixed_input_sends_exactly_the_invalid_records_to_the_dlq(
     wenv, process = worker
     raw_ids = [f"mixed-user-{u}" for u in range(100)]
     valid = [valid_event(uid, i, email="a@b.example") for uid in raw_ids for i in range(10)]
-    bad = [(code, value) for _ in range(25) for code, value in BAD_KINDS]
+    bad = [(code, value) for _ in range(20) for code, value in BAD_KINDS]
     records: list[tuple[str | None, bytes | None, bytes | None]] = [
         *((None, e["user_id"].encode(), orjson.dumps(e)) for e in valid),
         *((code, f"bad{i}".encode(), value) for i, (code, value) in enumerate(bad)),
