@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first: the local CPU wheel, so nothing pulls a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,rocksdb]'
 	@command -v kcat >/dev/null 2>&1 || ./.ci/install-kcat || echo "kcat not installed: kcat interop tests will be skipped"
 	touch $(STAMP)
 

@@ -38,6 +38,21 @@ class BenchData:
     def users(self) -> int:
         return len({e["user_id"] for e in self.events})
 
+    def head(self, n: int) -> BenchData:
+        """The first `n` events (the source line says so)."""
+        return BenchData(self.events[:n], f"{self.source}, first {n} used")
+
+
+def sized_events(
+    available: int, preds_per_s: float, model_seconds: float, floor: int = 2_000
+) -> int:
+    """Events for the max-rate run: about `model_seconds` of pure model time, at least `floor`.
+
+    >>> sized_events(110_300, 50.0, 120.0), sized_events(110_300, 9_000.0, 120.0)
+    (6000, 110300)
+    """
+    return min(available, max(floor, int(preds_per_s * model_seconds)))
+
 
 def load_data(path: Path | None, fmt: str, events: int, seed: int = 0) -> BenchData:
     """The first `events` valid events of `path`, or simulated ones when `path` is None."""

@@ -45,7 +45,9 @@ QUICK: dict[str, Any] = {
     help="Format of --data.",
 )
 @click.option(
-    "--events", type=click.IntRange(min=10), help="Max-rate run size  [110300; quick 3000]"
+    "--events",
+    type=click.IntRange(min=10),
+    help="Max-rate run size  [all 110300, or ~120 s of model time if slower; quick 3000]",
 )
 @click.option(
     "--quick", is_flag=True, help="Smoke run (< 3 min on 2 cores): tiny bundle, short phases."
