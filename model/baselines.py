@@ -85,8 +85,8 @@ def fit_lightgbm(
             n_jobs=1,
             **params,
         )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
+        with warnings.catch_warnings():  # lightgbm's eval_set deprecation and feature-name notes
+            warnings.simplefilter("ignore")
             model.fit(
                 x_tr,
                 y_tr,

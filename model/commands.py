@@ -146,7 +146,7 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--dp-train",
     type=click.Choice(["all", "top", "head"]),
-    default="top",
+    default="head",
     show_default=True,
     help="What DP-SGD trains: all (but broadcast embeddings), top (last layer + head), head.",
 )

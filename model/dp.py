@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 ACCOUNTANT = "rdp"
 SCOPES = ("all", "top", "head")
-DEFAULT_SCOPE = "top"
+DEFAULT_SCOPE = "head"
 # HF BERT looks these up with [1, seq] ids broadcast over the batch: opacus cannot split their
 # gradient per example, so DP-SGD always keeps them frozen (pretrained values).
 BROADCAST = (

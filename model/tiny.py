@@ -54,6 +54,17 @@ def synthetic_windows(n: int, seed: int) -> tuple[list[list[dict[str, Any]]], li
 
 def build_tiny_bundle(out_dir: Path, seed: int = 0, steps: int = 60) -> Path:
     """Train a 2-layer, hidden-64 BERT for `steps` steps on synthetic windows; export a bundle."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(
+        1
+    )  # a model this small gains nothing from threads; on a busy host they stall
+    try:
+        return _build(out_dir, seed, steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(out_dir: Path, seed: int, steps: int) -> Path:
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(default_base_dir())
     encoder = Encoder(tokenizer, TINY_ENCODING)

@@ -56,7 +56,7 @@ class TrainConfig:
     dp_epsilon: float | None = None
     dp_delta: float = 1e-5
     dp_max_grad_norm: float = 1.0
-    dp_train: str = "top"  # what DP-SGD trains: all | top (last layer + head) | head; model/dp.py
+    dp_train: str = "head"  # what DP-SGD trains: all | top (last layer + head) | head; model/dp.py
 
 
 @dataclass

@@ -119,9 +119,19 @@ class Pseudonymizer:
 
     def __init__(self, key: bytes | None, key_id: str | None) -> None:
         self.key_id = key_id if key is not None else None
+        self._key = key
         self._map = lru_cache(maxsize=65536)(
             (lambda uid: pseudonym(key, uid)) if key is not None else (lambda uid: uid)
         )
+
+    def record_key(self, raw: bytes | None) -> bytes | None:
+        """A Kafka record key (a raw user id by contract) as its pseudonym; raw mode: unchanged.
+
+        Works on bytes, so a key that is not UTF-8 still gets HMAC-SHA256 over its exact bytes.
+        """
+        if raw is None or self._key is None:
+            return raw
+        return hmac.new(self._key, raw, hashlib.sha256).hexdigest().encode()
 
     @property
     def raw(self) -> bool:

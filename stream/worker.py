@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import orjson
 from faust.types import EventT
 
+from model.explain import should_explain
 from stream.app import StreamApp, as_current_event
 from stream.batching import Item, Target, UserUpdate, model_inputs, plan_groups
 from stream.dlq import INFERENCE_FAILED, DeadLetter, dlq_records
@@ -53,6 +55,16 @@ class Model(Protocol):
     def predict(self, windows: Sequence[Sequence[Any]]) -> list[dict[str, float]]: ...
 
 
+class Explaining(Protocol):
+    """What the worker needs from model.explain.Explainer."""
+
+    label: str
+
+    def explain(
+        self, windows: Sequence[Any], scores: Sequence[Any] | None = None, top_k: int = 3
+    ) -> list[list[dict[str, Any]]]: ...
+
+
 @dataclass
 class Job:
     """One inference batch: the users to predict and the consumed events they reflect."""
@@ -76,6 +88,7 @@ class StreamWorker:
         model: Model,
         pseudonymizer: Pseudonymizer,
         metrics: Metrics,
+        explainer: Explaining | None = None,
     ) -> None:
         self.settings = settings
         self.sapp = sapp
@@ -87,6 +100,8 @@ class StreamWorker:
         self.in_memory = settings.store.startswith("memory:")
         self._queue: asyncio.Queue[Job] | None = None
         self.publisher = Publisher(sapp.app) if sapp is not None else None
+        self.explainer = explainer if settings.explain != "off" else None
+        self.rng = random.Random()  # the sample-rate explain policy
 
     # -- intake (inside the take_events body) --------------------------------------------------
 
@@ -165,9 +180,14 @@ class StreamWorker:
         return Target(update.key, applied.window, update.arrival)
 
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
-        """Write to the DLQ and wait for the acks; count per reason."""
+        """Write to the DLQ and wait for the acks; count per reason.
+
+        With a pseudonymisation key the record key (a raw user id) becomes its pseudonym; the
+        value stays the original bytes (docs/privacy.md, "Dead letters").
+        """
         topic = self.settings.dlq_topic
         count = await self.publisher.partition_count(topic)
+        letters = [replace(d, key=self.pseudo.record_key(d.key)) for d in letters]
         await self.publisher.send(topic, dlq_records(letters, count))
         for reason, n in Counter(d.code for d in letters).items():
             self.metrics.dlq.labels(reason=reason).inc(n)
@@ -218,7 +238,7 @@ class StreamWorker:
             try:
                 scores = await loop.run_in_executor(self.executor, self.model.predict, inputs)
                 self.metrics.inference_seconds.observe(time.monotonic() - started)
-                return self._records(targets, scores)
+                return self._records(targets, scores, await self.reasons(inputs, scores))
             except Exception as exc:  # noqa: BLE001 - any model failure takes the retry/DLQ path
                 self.metrics.inference_failures.inc()
                 log.warning(
@@ -233,12 +253,56 @@ class StreamWorker:
                     await asyncio.sleep(RETRY_BACKOFF_S * 2**attempt)
         return None
 
-    def _records(self, targets: list[Target], scores: list[dict[str, float]]) -> list[OutRecord]:
+    async def reasons(
+        self, inputs: list[list[dict[str, Any]]], scores: list[dict[str, float]]
+    ) -> dict[int, list[dict[str, Any]]]:
+        """Reasons for the windows the explain policy picks (by index), computed in one batch.
+
+        They run on the inference thread after the scores; a failure costs only the reasons.
+        """
+        s, explainer = self.settings, self.explainer
+        if explainer is None:
+            return {}
+        picked = [
+            i
+            for i, score in enumerate(scores)
+            if should_explain(
+                s.explain,
+                score.get(explainer.label, 0.0),
+                s.explain_min_score,
+                s.explain_sample_rate,
+                self.rng,
+            )
+        ]
+        if not picked or len(scores) != len(inputs):
+            return {}
+        windows, picked_scores = [inputs[i] for i in picked], [scores[i] for i in picked]
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.run_in_executor(
+                self.executor, explainer.explain, windows, picked_scores, s.explain_top_k
+            )
+        except Exception as exc:  # noqa: BLE001 - predictions still go out, without reasons
+            log.warning(
+                "explanations failed for %d windows: %s: %s",
+                len(picked),
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+            return {}
+        return dict(zip(picked, found, strict=True))
+
+    def _records(
+        self,
+        targets: list[Target],
+        scores: list[dict[str, float]],
+        reasons: dict[int, list[dict[str, Any]]] | None = None,
+    ) -> list[OutRecord]:
         if len(scores) != len(targets):
             raise ValueError(f"model returned {len(scores)} results for {len(targets)} windows")
         stamp, mono = now_ms(), time.monotonic()
         records = []
-        for target, score in zip(targets, scores, strict=True):
+        for index, (target, score) in enumerate(zip(targets, scores, strict=True)):
             prediction = build_prediction(
                 target.key.decode(),
                 self.pseudo.key_id,
@@ -247,6 +311,7 @@ class StreamWorker:
                 target.window,
                 latency_ms=(mono - target.arrival) * 1000,
                 now_ms=stamp,
+                reasons=(reasons or {}).get(index),
             )
             records.append(OutRecord(target.key, encode_prediction(prediction)))
         return records

@@ -36,12 +36,35 @@ def _load_model(settings: Settings) -> Any:
         raise click.ClickException(str(exc).splitlines()[0]) from None
 
 
+def startup_line(
+    settings: Settings, runtime: Any, partitions: int, key_id: str | None, port: int
+) -> str:
+    """The one line the worker prints at start: what runs where (never a secret)."""
+    mode = "naive (no batching)" if settings.naive else f"max_batch={settings.max_batch}"
+    ids = "RAW user ids (--allow-raw-ids)" if key_id is None else f"pseudonyms key_id={key_id}"
+    explain = "" if settings.explain == "off" else f", explain={settings.explain}"
+    return (
+        f"bstream worker: model {runtime.version} on {runtime.device}, {partitions} partitions, "
+        f"{mode}, {ids}{explain}, metrics http://127.0.0.1:{port}/metrics"
+    )
+
+
+def _explainer(settings: Settings, runtime: Any) -> Any:
+    """The batched explainer behind --explain (None when off)."""
+    if settings.explain == "off":
+        return None
+    from model.explain import Explainer
+
+    return Explainer(runtime)
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Build everything from settings and run until SIGTERM/SIGINT."""
     import faust
 
     from stream import highwater
     from stream.app import create_app
+    from stream.erasure import install_erasure
     from stream.faultinject import maybe_inject
     from stream.kafka import KafkaUnavailable
     from stream.metrics import Metrics, serve
@@ -69,27 +92,27 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     sapp = create_app(settings, partitions)
     highwater.install(sapp.app.consumer, settings)
     model = maybe_inject(runtime, settings.fault_inject_item)  # test-only hook; off by default
-    worker = StreamWorker(settings, sapp, model, pseudonymizer, metrics)
+    worker = StreamWorker(
+        settings, sapp, model, pseudonymizer, metrics, _explainer(settings, runtime)
+    )
 
     async def consume(stream: Any) -> None:
         await worker.consume(stream)
 
     sapp.app.agent(sapp.events, name="bstream.consume")(consume)
     install_timers(sapp, settings, metrics, worker.next_offset)
-    mode = "naive (no batching)" if settings.naive else f"max_batch={settings.max_batch}"
-    ids = (
-        "RAW user ids (--allow-raw-ids)"
-        if pseudonymizer.raw
-        else f"pseudonyms key_id={pseudonymizer.key_id}"
-    )
-    click.echo(
-        f"bstream worker: model {runtime.version} on {runtime.device}, {partitions} partitions, "
-        f"{mode}, {ids}, metrics http://127.0.0.1:{server.server_port}/metrics",
-        err=True,
-    )
+    assert worker.publisher is not None
+    try:
+        eraser = install_erasure(sapp, settings, pseudonymizer, metrics, worker.publisher)
+    except KafkaUnavailable as exc:
+        server.shutdown()
+        raise click.ClickException(str(exc)) from None
+    line = startup_line(settings, runtime, partitions, pseudonymizer.key_id, server.server_port)
+    click.echo(line, err=True)
     try:
         faust.Worker(sapp.app, loglevel=loglevel, quiet=True).execute_from_commandline()
     finally:
+        eraser.close()
         server.shutdown()
         worker.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -134,6 +157,11 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     "--naive", is_flag=True, default=None, help="Baseline: one table write + inference per event."
 )
 @click.option(
+    "--explain",
+    type=click.Choice(["off", "all", "top-scores", "sample-rate"]),
+    help="Attach reasons to predictions: for all, scores >= explain_min_score, or a sample  [off]",
+)
+@click.option(
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info"
 )
 def worker(
@@ -150,6 +178,7 @@ def worker(
     hmac_key_file: Path | None,
     allow_raw_ids: bool | None,
     naive: bool | None,
+    explain: str | None,
     log_level: str,
 ) -> None:
     settings = load_settings(
@@ -166,5 +195,6 @@ def worker(
         hmac_key_file=hmac_key_file,
         allow_raw_ids=allow_raw_ids,
         naive=naive,
+        explain=explain,
     )
     run_worker(settings, loglevel=log_level)

@@ -25,6 +25,7 @@ from stream.formats import read_rows
 from tests.integration.worker_support import BSTREAM, WorkerEnv, WorkerProcess
 
 RESULTS_ENV = "BSTREAM_FAULTS_REPORT"  # JSONL file the scenarios append their result rows to
+RESULTS: list[dict[str, Any]] = []  # this session's rows; conftest prints them as a table
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.3) -> float:
@@ -64,13 +65,14 @@ class Expected:
 
     newest: dict[str, int] = field(default_factory=dict)
     distinct: dict[str, set[tuple[Any, ...]]] = field(default_factory=dict)
+    window_size: int = 50  # the worker's --window-size: windows keep at most this many
 
     def add(self, user: str, event: dict[str, Any]) -> None:
         self.newest[user] = max(self.newest.get(user, event["ts"]), event["ts"])
         self.distinct.setdefault(user, set()).add(content_key(event))
 
-    def sizes(self, window_size: int = 50) -> dict[str, int]:
-        return {user: min(window_size, len(keys)) for user, keys in self.distinct.items()}
+    def sizes(self) -> dict[str, int]:
+        return {user: min(self.window_size, len(keys)) for user, keys in self.distinct.items()}
 
 
 def expected_for(wenv: WorkerEnv, events: Iterable[dict[str, Any]]) -> Expected:
@@ -208,6 +210,7 @@ def finish_replay(replay: subprocess.Popen[str], timeout: float = 600) -> str:
 
 def record_result(row: dict[str, Any]) -> None:
     """Print one scenario's result row and append it to $BSTREAM_FAULTS_REPORT when set."""
+    RESULTS.append(row)
     line = orjson.dumps(row).decode()
     print(f"\nFAULTS-RESULT {line}")
     target = os.environ.get(RESULTS_ENV)

@@ -79,16 +79,16 @@ def crash_and_recover(
             "duplicate_rate": round(watcher.duplicates / max(1, watcher.total), 4),
             "dlq": 0,
             "peak_rss_mib": mib(peak_rss),
-            "recover_s_max": round(max(recover_s), 1),
+            "time_to_recover_s": round(max(recover_s), 1),
             "drain_after_replay_s": round(drain_s, 1),
         }
     )
 
 
-def test_kill9_twice_during_a_short_replay_loses_no_user(
+def test_kill9_during_a_short_replay_loses_no_user(
     broker: EmbeddedBroker, tiny_bundle: Path, tmp_path: Path
 ) -> None:
-    crash_and_recover(broker, tiny_bundle, tmp_path, events=4_000, kills=2, rate=400)
+    crash_and_recover(broker, tiny_bundle, tmp_path, events=3_000, kills=1, rate=300)
 
 
 @pytest.mark.slow

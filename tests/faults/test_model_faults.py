@@ -102,6 +102,7 @@ def event(user: str, i: int, item: str = "item") -> tuple[bytes, bytes]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_a_failing_inference_batch_is_retried_then_dead_lettered_and_others_go_on(
     broker: EmbeddedBroker, tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -119,7 +119,7 @@ def test_join_and_leave_mid_stream_keep_every_window(
         rounds.stop_after = rounds.after(3)
         rounds.join(120)
         total = rounds.rounds
-        expected = Expected()
+        expected = Expected(window_size=MAX_ROUNDS)
         for user in users:
             for r in range(total):
                 expected.add(wenv.user(user), orjson.loads(rounds.event(user, r)))

@@ -1,0 +1,172 @@
+"""The worker's erasure agent: read every control partition, delete owned windows, confirm.
+
+Each worker reads the whole control topic with its own confluent-kafka consumer (manual
+assignment, no group), from the beginning: requests younger than `HORIZON_S` that no confirmation
+covers yet are applied once the replay has caught up, so a request sent while a worker restarts
+is not lost. Deleting a window writes a changelog tombstone to the window's own partition
+(like idle expiry); the confirmation is published only after the broker acknowledged that
+tombstone. The raw user id of a request is pseudonymised on receipt and
+never logged; confirmations carry the pseudonym.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from stream.app import StreamApp
+from stream.control import (
+    HORIZON_S,
+    BadControlRecord,
+    EraseDone,
+    EraseRequest,
+    Ledger,
+    caught_up,
+    encode_record,
+    parse_record,
+    record_key,
+)
+from stream.kafka import KafkaUnavailable, client_config
+from stream.metrics import Metrics
+from stream.privacy import Pseudonymizer
+from stream.publish import OutRecord, Publisher
+from stream.settings import Settings
+from stream.upkeep import active_partitions
+from stream.windows import decode_window
+
+log = logging.getLogger("bstream.erasure")
+POLL_INTERVAL_S = 0.25
+MAX_RECORDS = 500
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class EraseAgent:
+    """Applies erase requests from the control topic to the windows this worker owns."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sapp: StreamApp,
+        pseudonymizer: Pseudonymizer,
+        metrics: Metrics,
+        publisher: Publisher,
+    ) -> None:
+        self.settings, self.sapp, self.pseudo = settings, sapp, pseudonymizer
+        self.metrics, self.publisher = metrics, publisher
+        self.ledger = Ledger(sapp.partitions, HORIZON_S * 1000)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.consumer, self.ends = _control_consumer(settings)
+        self.positions: dict[int, int] = {}
+
+    def poll(self) -> None:
+        """Take in what the consumer has fetched so far (never blocks the event loop)."""
+        for message in self.consumer.consume(MAX_RECORDS, 0):
+            if message.error():
+                continue
+            partition, offset = int(message.partition() or 0), int(message.offset() or 0)
+            self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
+            try:
+                record = parse_record(message.value())
+            except BadControlRecord as exc:
+                log.warning("skipped control record %d@%d: %s", offset, partition, exc)
+                continue
+            self.ledger.observe(record, now_ms())
+
+    async def tick(self) -> None:
+        """Poll, then apply due requests to owned partitions and publish the confirmations."""
+        self.poll()
+        if not caught_up(self.positions, self.ends):
+            return  # still replaying: a confirmation further on may cover a request already
+        due = self.ledger.due(active_partitions(self.sapp), now_ms())
+        confirmations = [self.apply(request, partitions) for request, partitions in due]
+        if confirmations:
+            await asyncio.gather(*self.sapp.windows.take_sent())  # the tombstones are durable
+            await self.publisher.send(
+                self.settings.control_topic,
+                [OutRecord(record_key(c), encode_record(c)) for c in confirmations],
+            )
+
+    def apply(self, request: EraseRequest, partitions: list[int]) -> EraseDone:
+        """Delete the user's window if it lives in one of `partitions`; the confirmation to send."""
+        user = self.pseudo(request.user_id)
+        key = user.encode()
+        stored = self.sapp.windows.data.get(key)
+        partition = decode_window(stored).partition if stored is not None else -1
+        # Only the owner deletes: a standby copy of another worker's partition is left to its owner.
+        erased = partition in partitions
+        if erased:
+            table = self.sapp.windows
+            table.pin(key, partition)
+            del table[key]  # the changelog tombstone goes to the window's own partition
+            self.metrics.erasures.inc()
+            self.metrics.active_windows.dec()
+            log.info("erased the window of user %s... (request %s)", user[:12], request.request_id)
+        self.ledger.mark(request.request_id, partitions)
+        return EraseDone(
+            request.request_id,
+            user,
+            self.pseudo.key_id,
+            erased,
+            tuple(partitions),
+            self.worker_id,
+            now_ms(),
+        )
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def _control_consumer(settings: Settings) -> tuple[Any, dict[int, int]]:
+    """A consumer assigned to every control partition from the start, and their end offsets."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+    from stream.highwater import true_end_offsets
+
+    topic = settings.control_topic
+    conf = {
+        **client_config(settings),
+        "group.id": f"{settings.app_id}-control",  # never joined: partitions are assigned
+        "enable.auto.commit": False,
+    }
+    consumer = Consumer(conf)
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        if meta.error is not None:
+            raise KafkaUnavailable(f"control topic {topic!r} is not available: {meta.error.str()}")
+        parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        reported = {tp: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+    except KafkaException as exc:
+        consumer.close()
+        raise KafkaUnavailable(
+            f"cannot read control topic {topic!r}: {exc.args[0].str()}"
+        ) from None
+    except KafkaUnavailable:
+        consumer.close()
+        raise
+    ends = true_end_offsets(settings, reported)
+    consumer.assign([TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in parts])
+    return consumer, {tp.partition: end for tp, end in ends.items()}
+
+
+def install_erasure(
+    sapp: StreamApp,
+    settings: Settings,
+    pseudonymizer: Pseudonymizer,
+    metrics: Metrics,
+    publisher: Publisher,
+) -> EraseAgent:
+    """Create the agent and register its timer on the Faust app; close() it on shutdown."""
+    agent = EraseAgent(settings, sapp, pseudonymizer, metrics, publisher)
+
+    @sapp.app.timer(POLL_INTERVAL_S, name="bstream.erasure")
+    async def erasure() -> None:
+        await agent.tick()
+
+    return agent
