@@ -9,10 +9,8 @@ recalibrated on val (Platt scaling folded into the head weights).
 
 from __future__ import annotations
 
-import copy
 import math
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from model.checkpoints import Budget, Checkpoints, warmup_linear
 from model.data import LabelledData
 from model.encoding import Encoded, Encoder, EncodingConfig
 from model.labels import Example
@@ -47,6 +46,7 @@ class TrainConfig:
     val_size: int = 3000
     eval_every: int = 150  # steps
     patience: int = 4  # evaluations without val PR-AUC gain
+    average_top: int = 3  # average the weights of the k best checkpoints if val prefers it
     recent_frac: float = 1.0  # sample from the most recent share of train prefixes
     layers: int | None = 3  # keep only the base model's first N layers (None: all)
     causal: bool = False  # causal attention: every event of a window is a training example
@@ -174,44 +174,6 @@ def make_optimizer(model: BehaviorBert, cfg: TrainConfig) -> torch.optim.Optimiz
     )
 
 
-class Budget:
-    """The --max-minutes budget. clock="wall" is real time; clock="cpu" counts this process's CPU
-    seconds / CORES, i.e. minutes on CORES otherwise idle cores (for runs on a shared machine)."""
-
-    CORES = 2
-
-    def __init__(self, minutes: float, clock: str = "wall") -> None:
-        if clock not in ("wall", "cpu"):
-            raise ValueError("clock must be wall or cpu")
-        self.seconds, self.clock = minutes * 60, clock
-        self._wall0, self._cpu0 = time.monotonic(), time.process_time()
-
-    def used(self) -> float:
-        if self.clock == "cpu":
-            return (time.process_time() - self._cpu0) / self.CORES
-        return time.monotonic() - self._wall0
-
-    def wall(self) -> float:
-        return time.monotonic() - self._wall0
-
-    def fraction(self) -> float:
-        return self.used() / self.seconds
-
-    def over(self) -> bool:
-        return self.used() > self.seconds
-
-
-def warmup_linear(total_steps: int, warmup: float, budget: Budget):  # type: ignore[no-untyped-def]
-    """LR factor: linear warmup, then linear decay by steps or budget, whichever ends first."""
-    warm = max(1, int(total_steps * warmup))
-
-    def factor(step: int) -> float:
-        progress = max(step / total_steps, budget.fraction())
-        return min((step + 1) / warm, max(0.0, (1 - progress) / (1 - warmup)))
-
-    return factor
-
-
 def train_model(
     model: BehaviorBert, encoder: Encoder, data: LabelledData, window: int, cfg: TrainConfig
 ) -> TrainResult:
@@ -249,7 +211,8 @@ def train_model(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_linear(total, cfg.warmup, budget)
     )
-    best_state, best_pr, bad_evals, step = None, -1.0, 0, 0
+    checkpoints = Checkpoints(cfg.average_top)
+    best_pr, bad_evals, step = -1.0, 0, 0
     bar = tqdm(total=total, desc="train", unit="step", mininterval=2.0)
     result.stopped = "completed"
     while step < total and not result.stopped.startswith(("time", "early")):
@@ -278,9 +241,8 @@ def train_model(
                     }
                 )
                 tqdm.write(f"step {step}: val PR-AUC {pr:.4f} AUC {auc:.4f}")
-                if pr > best_pr:
+                if checkpoints.offer(pr, step, model.state_dict()):
                     best_pr, bad_evals = pr, 0
-                    best_state = copy.deepcopy(model.state_dict())
                     result.best = {"step": step, "val_pr_auc": pr, "val_auc": auc}
                 else:
                     bad_evals += 1
@@ -298,9 +260,10 @@ def train_model(
         result.dp_epsilon = result.dp["epsilon"]
         model = release(model)
     model = getattr(model, "_module", model)  # opacus wraps the module
-    assert best_state is not None
-    model.load_state_dict({k.removeprefix("_module."): v for k, v in best_state.items()})
-    result.model = model.eval()
+    result.model = checkpoints.restore(
+        model, lambda m: pr_auc(val_y, score(m, encoder, val_enc)[:, 0])
+    )
+    result.best["averaged"] = checkpoints.used_average
     result.calibration = calibrate_head(result.model, encoder, val_enc, val_y)
     result.seconds = budget.wall()
     result.budget_used_s = budget.used()

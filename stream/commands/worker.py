@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,12 @@ def _ensure_topics(settings: Settings) -> int:
 def _load_model(settings: Settings) -> Any:
     if settings.model is None:
         raise click.ClickException("no model bundle: pass --model DIR or set BSTREAM_MODEL")
+    import torch
+
     from model.runtime import BundleError, Runtime
 
+    # The event loop needs a core of its own: intra-op threads that take every core stall it.
+    torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 2) - 1))
     try:
         return Runtime.load(settings.model, device=settings.device, quantize=settings.quantize)
     except (BundleError, ValueError) as exc:
@@ -62,7 +67,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Build everything from settings and run until SIGTERM/SIGINT."""
     import faust
 
-    from stream import highwater
+    from stream import highwater, logthrottle
     from stream.app import create_app
     from stream.erasure import install_erasure
     from stream.faultinject import maybe_inject
@@ -109,6 +114,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         raise click.ClickException(str(exc)) from None
     line = startup_line(settings, runtime, partitions, pseudonymizer.key_id, server.server_port)
     click.echo(line, err=True)
+    logthrottle.install()  # a broker outage: a few clear lines, not ~60 client errors a second
     try:
         faust.Worker(sapp.app, loglevel=loglevel, quiet=True).execute_from_commandline()
     finally:

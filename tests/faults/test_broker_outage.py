@@ -98,11 +98,6 @@ def test_worker_reports_a_broker_outage_without_spinning_and_resumes(
         if second is not None:
             second.stop()
 
-    assert status == 503 and orjson.loads(body)["broker_up"] is False
-    assert "UNREACHABLE" in worker.log() and "reachable" in worker.log().split("UNREACHABLE")[-1]
-    assert cpu_share < 0.5, f"worker used {cpu_share:.0%} of a core while the broker was down"
-    assert log_growth < 200_000, f"{log_growth} bytes of log in {OUTAGE_SAMPLE_S:.0f}s of outage"
-    assert broker_up_again == 1
     record_result(
         {
             "scenario": "broker outage (stop, new broker on same port)",
@@ -120,3 +115,8 @@ def test_worker_reports_a_broker_outage_without_spinning_and_resumes(
             "window_size_after": watcher.latest.get(wenv.user("n0"), {}).get("window_size"),
         }
     )
+    assert status == 503 and orjson.loads(body)["broker_up"] is False
+    assert "UNREACHABLE" in worker.log() and "reachable" in worker.log().split("UNREACHABLE")[-1]
+    assert cpu_share < 0.5, f"worker used {cpu_share:.0%} of a core while the broker was down"
+    assert log_growth < 50_000, f"{log_growth} bytes of log in {OUTAGE_SAMPLE_S:.0f}s of outage"
+    assert broker_up_again == 1
