@@ -5,8 +5,8 @@ assignment, no group), from the beginning: requests younger than `HORIZON_S` tha
 covers yet are applied once the replay has caught up, so a request sent while a worker restarts
 is not lost. Deleting a window writes a changelog tombstone to the window's own partition
 (like idle expiry); the confirmation is published only after the broker acknowledged that
-tombstone. The raw user id of a request is pseudonymised on receipt and
-never logged; confirmations carry the pseudonym.
+tombstone. The raw user id of a request is pseudonymised on receipt and never logged;
+confirmations carry the pseudonym.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from stream.windows import decode_window
 
 log = logging.getLogger("bstream.erasure")
 POLL_INTERVAL_S = 0.25
-MAX_RECORDS = 500
+MAX_RECORDS = 5000  # per poll: a long control topic replays quickly at start
 
 
 def now_ms() -> int:
@@ -92,6 +92,8 @@ class EraseAgent:
                 self.settings.control_topic,
                 [OutRecord(record_key(c), encode_record(c)) for c in confirmations],
             )
+        for done in confirmations:  # only once published: a failed send is retried next tick
+            self.ledger.mark(done.request_id, done.partitions)
 
     def apply(self, request: EraseRequest, partitions: list[int]) -> EraseDone:
         """Delete the user's window if it lives in one of `partitions`; the confirmation to send."""
@@ -108,7 +110,6 @@ class EraseAgent:
             self.metrics.erasures.inc()
             self.metrics.active_windows.dec()
             log.info("erased the window of user %s... (request %s)", user[:12], request.request_id)
-        self.ledger.mark(request.request_id, partitions)
         return EraseDone(
             request.request_id,
             user,
@@ -167,6 +168,9 @@ def install_erasure(
 
     @sapp.app.timer(POLL_INTERVAL_S, name="bstream.erasure")
     async def erasure() -> None:
-        await agent.tick()
+        try:
+            await agent.tick()
+        except Exception as exc:  # noqa: BLE001 - e.g. a broker outage: retried on the next tick
+            log.warning("erasure step failed, will retry: %s: %s", type(exc).__name__, exc)
 
     return agent

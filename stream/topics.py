@@ -27,8 +27,8 @@ class TopicSpec:
 def default_topics(settings: Settings, partitions: int | None = None) -> list[TopicSpec]:
     """The four topics, all with the events topic's partition count.
 
-    The control topic is keyed by user like the events topic, so each worker sees the erasure
-    requests for exactly the users whose partitions it owns.
+    Every worker reads every partition of the control topic (erase requests are a broadcast; see
+    stream/control.py), so its partition count does not matter; it matches for simplicity.
     """
     count = partitions or settings.partitions
     names = [

@@ -67,7 +67,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Build everything from settings and run until SIGTERM/SIGINT."""
     import faust
 
-    from stream import highwater, logthrottle
+    from stream import highwater, logthrottle, rejoin
     from stream.app import create_app
     from stream.erasure import install_erasure
     from stream.faultinject import maybe_inject
@@ -106,6 +106,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
 
     sapp.app.agent(sapp.events, name="bstream.consume")(consume)
     install_timers(sapp, settings, metrics, worker.next_offset)
+    rejoin.install(sapp.app, worker.next_offset, sapp.events.get_topic_name())
     assert worker.publisher is not None
     try:
         eraser = install_erasure(sapp, settings, pseudonymizer, metrics, worker.publisher)

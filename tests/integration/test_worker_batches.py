@@ -100,7 +100,11 @@ def test_mixed_input_sends_exactly_the_invalid_records_to_the_dlq(
         assert message.headers["error.code"] == code
         assert message.headers["source.topic"] == wenv.settings.events_topic
         assert message.headers["error.message"]
-        assert (message.key, message.value) == (key, value)
+        # with a key configured the DLQ key is the original key's pseudonym (docs/privacy.md)
+        assert key is not None and (message.key, message.value) == (
+            wenv.user(key.decode()).encode(),
+            value,
+        )
     assert all(validate_prediction(orjson.loads(m.value or b"")) is None for m in predictions)
     assert process.metric("bstream_dlq_total") == 200
     for code, n in Counter(code for code, _ in bad).items():

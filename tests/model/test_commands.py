@@ -78,7 +78,7 @@ def test_export_re_exports_in_place_with_parity(trained: Path, tmp_path: Path) -
 
 def test_bench_model_prints_every_variant_and_the_anchor(tiny_bundle: Path) -> None:
     result = CliRunner().invoke(
-        bench_model, ["--bundle", str(tiny_bundle), "--seconds", "0.05", "--batch-sizes", "1,8"]
+        bench_model, ["--bundle", str(tiny_bundle), "--seconds", "0.05", "--batch-sizes", "1,8", "--lengths", "16,64"]
     )
 
     assert result.exit_code == 0, result.output
