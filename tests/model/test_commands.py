@@ -1,4 +1,4 @@
-"""Model CLI end to end on small data: train (tiny --base), eval JSON, export, bench-model, errors."""
+"""Model CLI end to end on small data: train (tiny --base), eval, export, bench-model, errors."""
 
 from __future__ import annotations
 
@@ -15,8 +15,20 @@ from model.commands import bench_model, evaluate, export, train
 @pytest.fixture(scope="module")
 def trained(sim_file: Path, tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("trained") / "bundle"
-    args = ["--data", str(sim_file), "--format", "jsonl", "--out", str(out), "--base", str(tiny_base),
-            "--max-train", "256", "--batch-size", "32", "--lr", "1e-3", "--max-minutes", "1", "--max-len", "64"]  # fmt: skip
+    args = [
+        *(
+            "--data",
+            str(sim_file),
+            "--format",
+            "jsonl",
+            "--out",
+            str(out),
+            "--base",
+            str(tiny_base),
+        ),
+        *("--max-train", "256", "--batch-size", "32", "--lr", "1e-3", "--max-minutes", "1"),
+        *("--max-len", "64", "--val-size", "500"),
+    ]
     result = CliRunner().invoke(train, args)
     assert result.exit_code == 0, result.output
     return out
@@ -78,7 +90,17 @@ def test_export_re_exports_in_place_with_parity(trained: Path, tmp_path: Path) -
 
 def test_bench_model_prints_every_variant_and_the_anchor(tiny_bundle: Path) -> None:
     result = CliRunner().invoke(
-        bench_model, ["--bundle", str(tiny_bundle), "--seconds", "0.05", "--batch-sizes", "1,8", "--lengths", "16,64"]
+        bench_model,
+        [
+            "--bundle",
+            str(tiny_bundle),
+            "--seconds",
+            "0.05",
+            "--batch-sizes",
+            "1,8",
+            "--lengths",
+            "16,64",
+        ],
     )
 
     assert result.exit_code == 0, result.output
