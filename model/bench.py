@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -57,11 +58,19 @@ def variants(bundle: Path, device: str) -> dict[str, Runtime]:
     return {"torchscript": script, "int8": Runtime.load(bundle, device="cpu", quantize=True)}
 
 
-def int8_cost(fp32: Runtime, int8: Runtime, n: int = 512) -> dict[str, float]:
-    """How far int8 probabilities move on realistic synthetic windows, and the AUC delta there."""
+Sample = tuple[list[Any], list[float], str]  # windows, labels, where they come from
+
+
+def synthetic_sample(n: int = 512) -> Sample:
     from model.tiny import synthetic_windows
 
     windows, labels = synthetic_windows(n, seed=123)
+    return windows, labels, f"{n} synthetic windows (labels follow model.tiny's rule)"
+
+
+def int8_cost(fp32: Runtime, int8: Runtime, sample: Sample) -> dict[str, Any]:
+    """How far int8 probabilities move on the sample, and the AUC delta there."""
+    windows, labels, source = sample
     label = fp32.labels[0]
     p32 = np.array([p[label] for p in fp32.predict(windows)])
     p8 = np.array([p[label] for p in int8.predict(windows)])
@@ -69,8 +78,10 @@ def int8_cost(fp32: Runtime, int8: Runtime, n: int = 512) -> dict[str, float]:
     return {
         "max_abs_dp": float(np.abs(p32 - p8).max()),
         "mean_abs_dp": float(np.abs(p32 - p8).mean()),
+        "auc_fp32": roc_auc(y, p32),
         "auc_delta": roc_auc(y, p8) - roc_auc(y, p32),
-        "n": n,
+        "n": len(windows),
+        "source": source,
     }
 
 
@@ -81,6 +92,7 @@ def run_bench(
     seconds: float,
     device: str,
     echo: Callable[[str], Any] = print,
+    sample: Sample | None = None,
 ) -> dict[str, Any]:
     """Print and return a table of predictions/s: variant x length x batch size."""
     meta = validate_bundle(bundle)
@@ -105,6 +117,11 @@ def run_bench(
         f" hidden {bert.get('hidden_size')};"
         f" device {device}; torch threads {torch.get_num_threads()}"
     )
+    load, cores = os.getloadavg()[0], os.cpu_count()
+    echo(
+        f"load average {load:.1f} on {cores} cores"
+        + (" (busy machine: figures are low)" if load > 1.5 else "")
+    )
     echo(
         f"{'variant':<18}{'tokens':>7}"
         + "".join(f"{'b=' + str(b):>10}" for b in batch_sizes)
@@ -121,10 +138,16 @@ def run_bench(
             echo(f"{name:<18}{length:>7}" + "".join(f"{v:>10.1f}" for v in cells))
     result: dict[str, Any] = {"device": device, "version": meta.version, "rows": rows}
     if "int8" in runtimes:
-        result["int8_cost"] = int8_cost(runtimes["torchscript"], runtimes["int8"])
+        result["int8_cost"] = int8_cost(
+            runtimes["torchscript"], runtimes["int8"], sample or synthetic_sample()
+        )
         c = result["int8_cost"]
-        echo(f"int8 accuracy cost on {c['n']} synthetic windows: max |dp| {c['max_abs_dp']:.4f}, "
-             f"mean |dp| {c['mean_abs_dp']:.4f}, AUC delta {c['auc_delta']:+.4f}")  # fmt: skip
+        echo(
+            f"int8 accuracy cost on {c['source']}: max |dp| {c['max_abs_dp']:.4f}, "
+            f"mean |dp| {c['mean_abs_dp']:.4f}; AUC fp32 {c['auc_fp32']:.4f}, "
+            f"int8 minus fp32 {c['auc_delta']:+.4f}"
+        )
+    result["load_average"] = load
     echo(anchor_line(rows, meta.model["bert"]))
     return result
 

@@ -259,6 +259,11 @@ def export(bundle: Path, checkpoint: Path | None, out: Path | None) -> None:
 @click.option(
     "--json", "json_path", type=click.Path(path_type=Path), help="Write the figures as JSON."
 )
+@click.option(
+    "--data", type=EXISTING_FILE, help="Measure int8's accuracy cost on this file's test split."
+)
+@click.option("--format", "fmt", type=FORMAT, default="jsonl", show_default=True)
+@click.option("--sample", default=1000, show_default=True, help="Test windows for the int8 cost.")
 def bench_model(
     bundle: Path,
     batch_sizes: str,
@@ -266,6 +271,9 @@ def bench_model(
     lengths: str | None,
     device: str,
     json_path: Path | None,
+    data: Path | None,
+    fmt: str,
+    sample: int,
 ) -> None:
     """Model-only throughput: eager vs TorchScript vs int8 by batch size; int8's accuracy cost."""
     from model.bench import run_bench
@@ -273,7 +281,25 @@ def bench_model(
     with user_errors():
         sizes = [int(x) for x in batch_sizes.split(",")]
         lens = [int(x) for x in lengths.split(",")] if lengths else None
-        result = run_bench(bundle, sizes, lens, seconds, device, echo=click.echo)
+        real = int8_sample(bundle, data, fmt, sample) if data else None
+        result = run_bench(bundle, sizes, lens, seconds, device, echo=click.echo, sample=real)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def int8_sample(bundle: Path, data: Path, fmt: str, n: int) -> tuple[list[Any], list[float], str]:
+    """Up to n random test-split windows of `data` (the bundle's window size) with labels."""
+    import random
+
+    from model.bundle import read_meta
+    from model.data import load_data
+
+    meta = read_meta(bundle)
+    horizon = float((meta.data_fingerprint or {}).get("horizon_min", 30.0))
+    labelled = load_data(data, fmt, horizon_min=horizon)
+    test = labelled.split("test")
+    chosen = random.Random(0).sample(test, min(n, len(test)))
+    size = int(meta.encoding.get("window", 50))
+    windows = [labelled.window(e, size) for e in chosen]
+    return windows, [e.labels[0] for e in chosen], f"{len(chosen)} test windows of {data.name}"

@@ -6,6 +6,8 @@ fault scenarios need on top.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import os
 import signal
@@ -22,7 +24,7 @@ import psutil
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from stream.formats import read_rows
-from tests.integration.worker_support import BSTREAM, WorkerEnv, WorkerProcess
+from tests.integration.worker_support import BSTREAM, TEST_KEY, WorkerEnv, WorkerProcess
 
 RESULTS_ENV = "BSTREAM_FAULTS_REPORT"  # JSONL file the scenarios append their result rows to
 RESULTS: list[dict[str, Any]] = []  # this session's rows; conftest prints them as a table
@@ -36,6 +38,13 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: fl
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(every)
     return time.monotonic() - started
+
+
+def dlq_key(raw: bytes | None) -> bytes | None:
+    """A DLQ record's key: the HMAC pseudonym of the original key's bytes (docs/privacy.md)."""
+    if raw is None:
+        return None
+    return hmac.new(TEST_KEY.encode(), raw, hashlib.sha256).hexdigest().encode()
 
 
 def kill9(worker: WorkerProcess) -> None:

@@ -18,7 +18,14 @@ import orjson
 import pytest
 
 from stream.broker import EmbeddedBroker, free_port
-from tests.faults.support import Expected, PredictionWatcher, ProcessSampler, mib, record_result
+from tests.faults.support import (
+    Expected,
+    PredictionWatcher,
+    ProcessSampler,
+    dlq_key,
+    mib,
+    record_result,
+)
 from tests.integration.worker_support import (
     BSTREAM,
     TEST_KEY,
@@ -136,7 +143,7 @@ def test_a_failing_inference_batch_is_retried_then_dead_lettered_and_others_go_o
 
     assert alive
     assert [(m.headers["error.code"], m.key, m.value) for m in dlq] == [
-        ("inference_failed", *poison[0])
+        ("inference_failed", dlq_key(poison[0][0]), poison[0][1])
     ]
     assert (dlq[0].headers["source.partition"], dlq[0].headers["source.offset"]) == (
         str(partition),

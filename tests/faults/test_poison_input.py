@@ -25,6 +25,7 @@ from tests.faults.support import (
     Expected,
     PredictionWatcher,
     ProcessSampler,
+    dlq_key,
     mib,
     record_result,
     wait_for,
@@ -194,7 +195,7 @@ def poison_run(
     for where, record in wanted.items():
         message = by_source[where]
         assert message.headers["error.code"] == record.invalid_code, record.kind
-        assert (message.key, message.value) == (record.key, record.value), record.kind
+        assert (message.key, message.value) == (dlq_key(record.key), record.value), record.kind
     assert counts["dlq"] == n_invalid
     assert counts["invalid"] == dict(invalid)
     assert counts["duplicates"] == n_dups
