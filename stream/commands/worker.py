@@ -106,7 +106,13 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
 
     sapp.app.agent(sapp.events, name="bstream.consume")(consume)
     install_timers(sapp, settings, metrics, worker.next_offset)
-    rejoin.install(sapp.app, worker.next_offset, sapp.events.get_topic_name())
+    rejoin.install(
+        sapp.app,
+        worker.next_offset,
+        sapp.events.get_topic_name(),
+        sapp.windows.changelog_topic.get_topic_name(),
+        rejoin.topic_checker(settings),
+    )
     assert worker.publisher is not None
     try:
         eraser = install_erasure(sapp, settings, pseudonymizer, metrics, worker.publisher)
