@@ -64,6 +64,7 @@ class EraseAgent:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.consumer, self.ends = _control_consumer(settings)
         self.positions: dict[int, int] = {}
+        self.changelog_topic = sapp.windows.changelog_topic.get_topic_name()
 
     def poll(self) -> None:
         """Take in what the consumer has fetched so far (never blocks the event loop)."""
@@ -85,9 +86,11 @@ class EraseAgent:
         if not caught_up(self.positions, self.ends):
             return  # still replaying: a confirmation further on may cover a request already
         due = self.ledger.due(active_partitions(self.sapp), now_ms())
-        confirmations = [self.apply(request, partitions) for request, partitions in due]
+        tombstones: list[OutRecord] = []
+        confirmations = [self.apply(request, parts, tombstones) for request, parts in due]
         if confirmations:
-            await asyncio.gather(*self.sapp.windows.take_sent())  # the tombstones are durable
+            acks = await self.publisher.enqueue(self.changelog_topic, tombstones)
+            await asyncio.gather(*acks)  # the tombstones are durable before we confirm
             await self.publisher.send(
                 self.settings.control_topic,
                 [OutRecord(record_key(c), encode_record(c)) for c in confirmations],
@@ -95,18 +98,19 @@ class EraseAgent:
         for done in confirmations:  # only once published: a failed send is retried next tick
             self.ledger.mark(done.request_id, done.partitions)
 
-    def apply(self, request: EraseRequest, partitions: list[int]) -> EraseDone:
-        """Delete the user's window if it lives in one of `partitions`; the confirmation to send."""
+    def apply(
+        self, request: EraseRequest, partitions: list[int], tombstones: list[OutRecord]
+    ) -> EraseDone:
+        """Erase the user's window if it lives in `partitions` (adding its tombstone); confirm."""
         user = self.pseudo(request.user_id)
         key = user.encode()
         stored = self.sapp.windows.data.get(key)
         partition = decode_window(stored).partition if stored is not None else -1
         # Only the owner deletes: a standby copy of another worker's partition is left to its owner.
-        erased = partition in partitions
-        if erased:
-            table = self.sapp.windows
-            table.pin(key, partition)
-            del table[key]  # the changelog tombstone goes to the window's own partition
+        tombstone = self.sapp.windows.remove(key, partition) if partition in partitions else None
+        erased = tombstone is not None
+        if tombstone is not None:
+            tombstones.append(tombstone)  # to the window's own changelog partition
             self.metrics.erasures.inc()
             self.metrics.active_windows.dec()
             log.info("erased the window of user %s... (request %s)", user[:12], request.request_id)

@@ -10,6 +10,7 @@ from typing import Any
 
 from stream.app import StreamApp
 from stream.metrics import Metrics
+from stream.publish import OutRecord, Publisher
 from stream.settings import Settings
 from stream.windows import decode_window, is_expired
 
@@ -30,10 +31,10 @@ def active_partitions(sapp: StreamApp) -> set[int]:
 
 def expire_idle(
     sapp: StreamApp, idle_ttl_s: float, now_ms: int | None = None
-) -> tuple[int, int] | None:
-    """Delete owned windows idle longer than the TTL (tombstones go to their own partition).
+) -> tuple[int, list[OutRecord]] | None:
+    """Delete owned windows idle longer than the TTL: (kept count, tombstones to publish).
 
-    Returns (expired, kept) counts of owned windows, or None while no partition is owned.
+    None while no partition is owned.
     """
     owned = active_partitions(sapp)
     if not owned:
@@ -50,22 +51,8 @@ def expire_idle(
             expired.append((key, window.partition))
         else:
             kept += 1
-    for key, partition in expired:
-        table.pin(key, partition)
-        del table[key]
-    table.take_sent()  # tombstones gate no offsets; Faust flushes them before its next commit
-    return len(expired), kept
-
-
-def delete_window(sapp: StreamApp, key: bytes) -> bool:
-    """Erase one window (changelog tombstone in its own partition); False when there is none."""
-    raw = sapp.windows.get(key)
-    if raw is None:
-        return False
-    sapp.windows.pin(key, decode_window(raw).partition)
-    del sapp.windows[key]
-    sapp.windows.take_sent()
-    return True
+    tombstones = [table.remove(key, partition) for key, partition in expired]
+    return kept, [t for t in tombstones if t is not None]
 
 
 def update_health(sapp: StreamApp, metrics: Metrics, next_offset: dict[int, int]) -> None:
@@ -102,10 +89,15 @@ async def broker_reachable(bootstrap: str, timeout: float = 2.0) -> bool:
 
 
 def install_timers(
-    sapp: StreamApp, settings: Settings, metrics: Metrics, next_offset: dict[int, int]
+    sapp: StreamApp,
+    settings: Settings,
+    metrics: Metrics,
+    next_offset: dict[int, int],
+    publisher: Publisher,
 ) -> None:
     """Register the periodic upkeep on the Faust app."""
     app = sapp.app
+    changelog_topic = sapp.windows.changelog_topic.get_topic_name()
     expiry_interval = min(60.0, max(1.0, settings.idle_ttl_s / 4))
 
     @app.timer(HEALTH_INTERVAL_S, name="bstream.health")
@@ -117,11 +109,13 @@ def install_timers(
         swept = expire_idle(sapp, settings.idle_ttl_s)
         if swept is None:
             return
-        expired, kept = swept
+        kept, tombstones = swept
         metrics.active_windows.set(kept)  # exact after each sweep; counted up between sweeps
-        if expired:
-            metrics.expired_windows.inc(expired)
-            log.info("expired %d idle windows", expired)
+        if tombstones:
+            # tombstones gate no offsets: hand them over in order, don't wait for the acks
+            await publisher.enqueue(changelog_topic, tombstones)
+            metrics.expired_windows.inc(len(tombstones))
+            log.info("expired %d idle windows", len(tombstones))
 
     @app.timer(BROKER_PROBE_INTERVAL_S, name="bstream.broker")
     async def broker() -> None:

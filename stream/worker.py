@@ -3,8 +3,9 @@
 Delivery (at-least-once): each valid record's message gets an extra reference before the batch body
 returns, so `take_events` acking it does not make its offset committable; the reference is released
 only after the broker acknowledged the predictions reflecting it (or its DLQ copy) and its window's
-changelog record. Invalid records are acknowledged by the DLQ inside the body. (Faust also flushes
-its producer before each commit, but that flush can return while records still wait in its buffer.)
+changelog record. Invalid records are acknowledged by the DLQ inside the body. Changelog records
+and predictions go out in one producer batch per partition (`Publisher.enqueue`), not through
+Faust's per-key table path.
 
 Overlap: the body hands each coalesced batch to a one-slot queue and returns, so batch k+1 is
 decoded and written to its windows while batch k is on the inference thread; jobs finish in order.
@@ -16,8 +17,8 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -44,6 +45,7 @@ from stream.windows import (
 
 log = logging.getLogger("bstream.worker")
 INFERENCE_RETRIES = 2
+MAX_UNACKED_JOBS = 4
 RETRY_BACKOFF_S = 0.2
 
 
@@ -66,12 +68,21 @@ class Explaining(Protocol):
 
 
 @dataclass
+class Published:
+    """A job's output handed to the producer: the ack futures, and what to count once acked."""
+
+    acks: list[Awaitable[Any]]
+    predictions: int = 0
+    letters: Sequence[DeadLetter] = ()
+
+
+@dataclass
 class Job:
     """One inference batch: the users to predict and the consumed events they reflect."""
 
     targets: list[Target]
     events: list[EventT]
-    changelog: list[asyncio.Future[Any]]  # the windows' changelog records (acked before events)
+    changelog: list[Awaitable[Any]]  # the windows' changelog records (acked before events)
 
 
 def now_ms() -> int:
@@ -100,8 +111,10 @@ class StreamWorker:
         self.in_memory = settings.store.startswith("memory:")
         self._queue: asyncio.Queue[Job] | None = None
         self.publisher = Publisher(sapp.app) if sapp is not None else None
+        self.changelog_topic = sapp.windows.changelog_topic.get_topic_name() if sapp else ""
         self.explainer = explainer if settings.explain != "off" else None
         self.rng = random.Random()  # the sample-rate explain policy
+        self.stopping = False
 
     # -- intake (inside the take_events body) --------------------------------------------------
 
@@ -139,9 +152,13 @@ class StreamWorker:
         if letters:
             await self.dead_letter(letters)
         for group in plan_groups(items, self.settings.naive):
-            targets = [self.update_window(update, events[update.refs[-1]]) for update in group]
+            changelog: list[OutRecord] = []
+            targets = [
+                self.update_window(update, events[update.refs[-1]], changelog) for update in group
+            ]
             refs = [events[ref] for update in group for ref in update.refs]
-            job = Job(targets, refs, self.sapp.windows.take_sent())
+            acks = await self.publisher.enqueue(self.changelog_topic, changelog)
+            job = Job(targets, refs, acks)
             for event in job.events:
                 event.message.incref()  # released in finish(), after the broker acks
             await self.queue.put(job)
@@ -155,8 +172,8 @@ class StreamWorker:
         for reason, n in Counter(d.code for d in letters).items():
             m.invalid.labels(reason=reason).inc(n)
 
-    def update_window(self, update: UserUpdate, last: EventT) -> Target:
-        """Apply a user's new entries; write the window once (changelog to its events partition)."""
+    def update_window(self, update: UserUpdate, last: EventT, changelog: list[OutRecord]) -> Target:
+        """Apply a user's new entries; store the window once and add its changelog record."""
         table, s = self.sapp.windows, self.settings
         stored = table.data.get(update.key)  # the store itself: no KeyError round trip, no sensors
         applied = apply_events(
@@ -171,16 +188,21 @@ class StreamWorker:
             self.metrics.duplicates.inc(applied.duplicates)
         if stored is None:
             self.metrics.active_windows.inc()
-        table.pin(update.key, update.partition)
+        value = encode_window(applied.window)
         if self.in_memory:
-            table[update.key] = encode_window(applied.window)
+            changelog.append(table.put(update.key, value, update.partition))
         else:
             with as_current_event(last):  # RocksDB: `last` was consumed from update.partition
-                table[update.key] = encode_window(applied.window)
+                changelog.append(table.put(update.key, value, update.partition))
         return Target(update.key, applied.window, update.arrival)
 
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
-        """Write to the DLQ and wait for the acks; count per reason.
+        """Write to the DLQ, wait for the acks, count per reason."""
+        await asyncio.gather(*await self.enqueue_letters(letters))
+        self._count_letters(letters)
+
+    async def enqueue_letters(self, letters: Sequence[DeadLetter]) -> list[Awaitable[Any]]:
+        """Hand dead letters to the producer; futures resolve on the broker's acks.
 
         With a pseudonymisation key the record key (a raw user id) becomes its pseudonym; the
         value stays the original bytes (docs/privacy.md, "Dead letters").
@@ -188,7 +210,9 @@ class StreamWorker:
         topic = self.settings.dlq_topic
         count = await self.publisher.partition_count(topic)
         letters = [replace(d, key=self.pseudo.record_key(d.key)) for d in letters]
-        await self.publisher.send(topic, dlq_records(letters, count))
+        return await self.publisher.enqueue(topic, dlq_records(letters, count))
+
+    def _count_letters(self, letters: Sequence[DeadLetter]) -> None:
         for reason, n in Counter(d.code for d in letters).items():
             self.metrics.dlq.labels(reason=reason).inc(n)
 
@@ -201,33 +225,59 @@ class StreamWorker:
         return self._queue
 
     async def run_jobs(self) -> None:
-        """Finish queued jobs in order, forever."""
+        """Infer and publish queued jobs in order, forever; acks are awaited off the model's path.
+
+        While job k waits for the broker's acks, job k+1 is already on the model; at most
+        MAX_UNACKED_JOBS jobs wait for acks (backpressure when the broker is slow).
+        """
+        unacked: deque[asyncio.Future[None]] = deque()
         while True:
             job = await self.queue.get()
             try:
-                await self.finish(job)
+                released = asyncio.ensure_future(self.release(job, await self.publish(job)))
+                released.add_done_callback(self._stop_on_failure)
+                unacked.append(released)
+                while len(unacked) > MAX_UNACKED_JOBS or (unacked and unacked[0].done()):
+                    await unacked.popleft()
             except Exception as exc:
-                # Publishing failed for good: stop rather than skip, so offsets stay uncommitted.
-                log.error("publishing failed, stopping the worker: %s", type(exc).__name__)
-                await self.sapp.app.crash(exc)
+                await self._stop(exc)
                 raise
             finally:
                 self.queue.task_done()
 
-    async def finish(self, job: Job) -> None:
-        """Infer (with retries), publish predictions or DLQ the events, then release the events."""
+    async def publish(self, job: Job) -> Published:
+        """Infer (with retries), then hand the predictions, or the events' dead letters, over."""
         records = await self.predict(job.targets)
         if records is None:
-            await self.dead_letter([_inference_letter(e) for e in job.events])
-        else:
-            await self.publisher.send(self.settings.predictions_topic, records)
-            done = time.monotonic()
-            self.metrics.predictions.inc(len(records))
+            letters = [_inference_letter(e) for e in job.events]
+            return Published(await self.enqueue_letters(letters), letters=letters)
+        topic = self.settings.predictions_topic
+        return Published(await self.publisher.enqueue(topic, records), predictions=len(records))
+
+    async def release(self, job: Job, published: Published) -> None:
+        """Once the broker acked the job's output and windows: count, then let offsets commit."""
+        await asyncio.gather(*published.acks, *job.changelog)
+        done = time.monotonic()
+        if published.letters:
+            self._count_letters(published.letters)
+        if published.predictions:
+            self.metrics.predictions.inc(published.predictions)
             for target in job.targets:
                 self.metrics.event_to_prediction.observe(done - target.arrival)
-        await asyncio.gather(*job.changelog)
         for event in job.events:
             event.ack()
+
+    def _stop_on_failure(self, released: asyncio.Future[None]) -> None:
+        failure = None if released.cancelled() else released.exception()
+        if failure is not None:
+            asyncio.ensure_future(self._stop(failure))
+
+    async def _stop(self, exc: BaseException) -> None:
+        # Publishing failed for good: stop rather than skip, so offsets stay uncommitted.
+        if not self.stopping:
+            self.stopping = True
+            log.error("publishing failed, stopping the worker: %s", type(exc).__name__)
+            await self.sapp.app.crash(exc)
 
     async def predict(self, targets: list[Target]) -> list[OutRecord] | None:
         """Prediction records for the targets, or None when every attempt failed."""

@@ -123,3 +123,22 @@ def memory_events(users: int, per_user: int, start_ms: int = 1_700_000_000_000) 
         for u in range(users)
         for i in range(per_user)
     ]
+
+
+def hot_user_events(
+    users: int, events: int, seed: int = 0, start_ms: int = 1_700_000_000_000
+) -> list[Event]:
+    """`events` events from only `users` users, interleaved at random (each batch coalesces)."""
+    rng = random.Random(seed)
+    types = ("view", "view", "view", "click", "cart", "fav")
+    return [
+        {
+            "user_id": f"h{rng.randrange(users)}",
+            "event_type": rng.choice(types),
+            "ts": start_ms + i,
+            "item_id": str(rng.randrange(5_000)),
+            "category": str(rng.randrange(50)),
+            "event_id": f"h-{seed}-{i}",
+        }
+        for i in range(events)
+    ]

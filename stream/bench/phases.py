@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stream.bench.ceiling import measure_ceiling
-from stream.bench.data import BenchData, Event, memory_events, prefix_windows, sample_batches
+from stream.bench.data import (
+    BenchData,
+    Event,
+    hot_user_events,
+    memory_events,
+    prefix_windows,
+    sample_batches,
+)
 from stream.bench.memory import rss_bytes_per_window, store_bytes_per_window
 from stream.bench.pipeline import PhaseSpec, e2e_latencies, run_phase, summarize
 from stream.bench.workerproc import BENCH_KEY
@@ -108,9 +115,18 @@ class Stage:
 
 def phase_optimized(stage: Stage, events: list[Event]) -> dict[str, Any]:
     """The worker as designed, replay at max rate."""
-    stage.say(f"[2/5] optimized pipeline: {len(events):,} events at max rate")
+    stage.say(f"[2/6] optimized pipeline: {len(events):,} events at max rate")
     opts = stage.opts
     return stage.run(PhaseSpec("optimized", events, opts.worker_args(), profile=opts.profile))
+
+
+def phase_intake(stage: Stage) -> dict[str, Any]:
+    """The optimized worker at max rate on few, busy users: intake when coalescing is high."""
+    opts = stage.opts
+    users, n = opts.intake_users, opts.intake_events
+    stage.say(f"[3/6] high-coalescing intake: {n:,} events from {users} users at max rate")
+    events = hot_user_events(users, n)
+    return stage.run(PhaseSpec("intake", events, opts.worker_args()))
 
 
 def phase_naive(stage: Stage, events: list[Event]) -> dict[str, Any]:
@@ -118,7 +134,7 @@ def phase_naive(stage: Stage, events: list[Event]) -> dict[str, Any]:
     opts = stage.opts
     k = min(opts.naive_events, len(events))
     cap = f"{opts.naive_seconds:.0f} s"
-    stage.say(f"[3/5] naive pipeline (--naive): first {k:,} events, capped at {cap}")
+    stage.say(f"[4/6] naive pipeline (--naive): first {k:,} events, capped at {cap}")
     opts.notes.append(
         f"naive ran on the first {k:,} events (capped at {cap}); the ratio compares rates"
     )
@@ -131,7 +147,7 @@ def phase_fixed_load(stage: Stage, events: list[Event], max_rate: float) -> dict
     opts = stage.opts
     rate = opts.load_fraction * max_rate
     n = max(1, min(len(events), int(rate * opts.load_seconds)))
-    stage.say(f"[4/5] fixed load: {rate:,.0f} ev/s ({opts.load_fraction:.0%} of max), {n:,} events")
+    stage.say(f"[5/6] fixed load: {rate:,.0f} ev/s ({opts.load_fraction:.0%} of max), {n:,} events")
     phase = stage.run(PhaseSpec("fixed_load", events[:n], opts.worker_args(), rate=rate))
     achieved = phase["events_per_s"] or 0.0
     if achieved < 0.9 * rate:
@@ -153,7 +169,7 @@ def phase_memory(stage: Stage) -> dict[str, Any]:
     """RSS growth of a worker holding `memory_users` windows, and the store measured directly."""
     opts = stage.opts
     users, per_user = opts.memory_users, opts.memory_events_per_user
-    stage.say(f"[5/5] memory: {users:,} users x {per_user} events through the worker")
+    stage.say(f"[6/6] memory: {users:,} users x {per_user} events through the worker")
     events = memory_events(users, per_user)
     phase = stage.run(PhaseSpec("memory", events, opts.worker_args()))
     full = memory_events(min(users, 10_000), opts.window_size)

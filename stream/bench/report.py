@@ -52,6 +52,7 @@ def assemble(
         "model_ceiling_preds_per_s": ceiling["best_preds_per_s"],
         "ceiling": ceiling,
         "optimized": opt,
+        "intake": phases.get("intake", {}),
         "naive": naive,
         "fixed_load": fixed,
         "memory": memory,
@@ -147,9 +148,22 @@ def targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     # Each of the first and third targets belongs to one regime; the other one reads n/a.
     bound = "n/a: tiny bundle, not the model-bound regime" if tiny else "real bundle: model-bound"
     p99_ok = None if lat.get("p99") is None else lat["p99"] <= lat["target_p99"]
+    # Intake is judged where the model is not the bottleneck: the high-coalescing run, or the
+    # optimized run itself with the tiny bundle; the faster of the two counts.
+    hot = report.get("intake") or {}
+    candidates = [(hot.get("events_per_s"), "high-coalescing run")] if hot else []
+    if tiny:
+        candidates.append((opt["events_per_s"], "tiny bundle"))
+    measured = [(v, name) for v, name in candidates if v is not None]
+    intake, where = max(measured, key=lambda c: c[0]) if measured else (None, "")
+    intake_regime = bool(measured)
     intake_note = (
-        "tiny bundle: model not the bottleneck" if tiny else "n/a: real bundle, model-bound"
+        f"{where}: model not the bottleneck"
+        if intake_regime
+        else "n/a: real bundle, model-bound (no high-coalescing run)"
     )
+    if where == "high-coalescing run":
+        intake_note += f" ({hot.get('inferences_per_event', 0):.3f} inferences/event)"
     over = ratios["pipeline_over_ceiling"]
     return [
         _check(
@@ -169,8 +183,8 @@ def targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
         _check(
             "event intake >= 20,000 events/s per worker",
             ">= 20000",
-            opt["events_per_s"],
-            _at_least(opt["events_per_s"], MIN_INTAKE_EVENTS_PER_S) if tiny else None,
+            intake,
+            _at_least(intake, MIN_INTAKE_EVENTS_PER_S) if intake_regime else None,
             intake_note,
         ),
         _check(
@@ -199,6 +213,7 @@ def _row(*cells: str) -> str:
 
 RUNS = (
     ("optimized (max rate)", "optimized"),
+    ("optimized, high coalescing (max rate)", "intake"),
     ("naive (max rate)", "naive"),
     ("optimized at fixed load", "fixed_load"),
 )
@@ -261,7 +276,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         _row(*header, "p50 ms", "p99 ms", "e2e p99 ms", "every user predicted"),
         _row("---", *["---:"] * 8, ":---:"),
         *ceiling_rows(report["ceiling"]),
-        *[_phase_row(name, report[key]) for name, key in RUNS],
+        *[_phase_row(name, report.get(key) or {}) for name, key in RUNS],
         "",
         _row("ratio", "value"),
         _row("---", "---:"),

@@ -1,4 +1,4 @@
-"""`bstream bench` in order, on one broker and data set: ceiling, optimized, naive, load, memory."""
+"""`bstream bench` in order, on one broker: ceiling, optimized, intake, naive, load, memory."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from stream.bench.phases import (
     Stage,
     phase_ceiling,
     phase_fixed_load,
+    phase_intake,
     phase_memory,
     phase_naive,
     phase_optimized,
@@ -53,6 +54,9 @@ class BenchOptions:
     load_seconds: float = 20.0
     memory_users: int = 100_000
     memory_events_per_user: int = 3
+    intake_users: int = 32
+    intake_events: int = 60_000
+    skip_intake: bool = False
     skip_naive: bool = False
     skip_latency: bool = False
     skip_memory: bool = False
@@ -146,7 +150,7 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
         opts.notes.append("the Taobao slice was not found: the bench used simulated events")
     if not machine["gpu"]:
         opts.notes.append("no GPU on this machine: CPU figures only (no bf16 run)")
-    say(f"[1/5] model ceiling: bundle {bundle}, data {data.source}")
+    say(f"[1/6] model ceiling: bundle {bundle}, data {data.source}")
     bundle_info, ceiling = phase_ceiling(opts, bundle, data, say)
     if opts.events is None:
         n = sized_events(len(data.events), ceiling["best_preds_per_s"], opts.model_seconds)
@@ -161,6 +165,8 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
     with EmbeddedBroker(log_path=opts.out / "broker.log") as broker:
         stage = Stage(opts, broker, bundle, say)
         phases["optimized"] = opt = phase_optimized(stage, data.events)
+        if not opts.skip_intake:
+            phases["intake"] = phase_intake(stage)
         if not opts.skip_naive:
             phases["naive"] = phase_naive(stage, data.events)
         if not opts.skip_latency:

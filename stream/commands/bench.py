@@ -17,6 +17,7 @@ QUICK: dict[str, Any] = {
     "naive_seconds": 30.0,
     "load_seconds": 4.0,
     "memory_users": 3_000,
+    "intake_events": 3_000,
 }
 
 
@@ -95,6 +96,17 @@ QUICK: dict[str, Any] = {
 @click.option("--skip-naive", is_flag=True, help="Skip the naive run.")
 @click.option("--skip-latency", is_flag=True, help="Skip the fixed-load latency run.")
 @click.option("--skip-memory", is_flag=True, help="Skip the memory run.")
+@click.option(
+    "--intake-users",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Users in the high-coalescing intake run.",
+)
+@click.option(
+    "--intake-events", type=click.IntRange(min=1), help="Intake run size  [60000; quick 3000]"
+)
+@click.option("--skip-intake", is_flag=True, help="Skip the high-coalescing intake run.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
 def bench(
     bundle: Path | None,
@@ -117,6 +129,9 @@ def bench(
     skip_naive: bool,
     skip_latency: bool,
     skip_memory: bool,
+    intake_users: int,
+    intake_events: int | None,
+    skip_intake: bool,
     progress: bool,
 ) -> None:
     from stream.bench.data import default_data_path
@@ -155,6 +170,8 @@ def bench(
         skip_naive=skip_naive,
         skip_latency=skip_latency,
         skip_memory=skip_memory,
+        intake_users=intake_users,
+        skip_intake=skip_intake,
         progress=progress,
     )
     given = {
@@ -163,6 +180,7 @@ def bench(
         "naive_seconds": naive_seconds,
         "load_seconds": load_seconds,
         "memory_users": memory_users,
+        "intake_events": intake_events,
     }
     sizes = {**(QUICK if quick else {}), **{k: v for k, v in given.items() if v is not None}}
     opts = dataclasses.replace(opts, **sizes)

@@ -105,7 +105,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         await worker.consume(stream)
 
     sapp.app.agent(sapp.events, name="bstream.consume")(consume)
-    install_timers(sapp, settings, metrics, worker.next_offset)
+    assert worker.publisher is not None
+    install_timers(sapp, settings, metrics, worker.next_offset, worker.publisher)
     rejoin.install(
         sapp.app,
         worker.next_offset,
@@ -113,7 +114,6 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         sapp.windows.changelog_topic.get_topic_name(),
         rejoin.topic_checker(settings),
     )
-    assert worker.publisher is not None
     try:
         eraser = install_erasure(sapp, settings, pseudonymizer, metrics, worker.publisher)
     except KafkaUnavailable as exc:

@@ -50,3 +50,17 @@ def test_app_has_a_bytes_keyed_table_pinned_to_event_partitions(tmp_path: Path) 
     assert sapp.windows.partition_for_key(b"k") == 5
     with pytest.raises(PartitionNotPinned):
         sapp.windows.partition_for_key(b"k")  # a pin is used once
+
+
+def test_table_put_and_remove_change_the_store_and_return_changelog_records(
+    tmp_path: Path,
+) -> None:
+    table = create_app(Settings(data_dir=tmp_path / "data", app_id="t-app"), partitions=4).windows
+
+    written = table.put(b"user-1", b"window", 3)
+    tombstone = table.remove(b"user-1", 3)
+    missing = table.remove(b"user-1", 3)
+
+    assert (written.key, written.value, written.partition) == (b"user-1", b"window", 3)
+    assert tombstone is not None and (tombstone.value, tombstone.partition) == (None, 3)
+    assert missing is None and table.data.get(b"user-1") is None

@@ -7,6 +7,9 @@ import math
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stream.publish import (
     InvalidPrediction,
@@ -15,6 +18,7 @@ from stream.publish import (
     encode_prediction,
     group_by_partition,
     key_partition,
+    murmur2,
 )
 from stream.validation import validate_prediction
 from stream.windows import Window
@@ -73,6 +77,28 @@ def test_key_partition_matches_the_aiokafka_and_java_default() -> None:
 
     assert ours == [DefaultPartitioner()(k, partitions, partitions) for k in keys]
     assert key_partition(None, 4, fallback=6) == 2
+
+
+# Kafka's own UtilsTest vectors (Java ints, signed).
+JAVA_MURMUR2 = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    b"abc": 479470107,
+}
+
+
+def test_murmur2_matches_kafkas_java_test_vectors() -> None:
+    assert {key: murmur2(key) for key in JAVA_MURMUR2} == {
+        key: value & 0xFFFFFFFF for key, value in JAVA_MURMUR2.items()
+    }
+
+
+@given(st.binary(max_size=80))
+def test_murmur2_partition_bits_match_aiokafka(data: bytes) -> None:
+    assert murmur2(data) & 0x7FFFFFFF == aiokafka_murmur2(data) & 0x7FFFFFFF
 
 
 def test_records_are_grouped_per_partition_in_order() -> None:
