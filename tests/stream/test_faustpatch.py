@@ -1,0 +1,87 @@
+"""The eager hand-over of fetched messages behaves like Faust's `wait_first`, minus the tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from typing import Any
+
+import mode
+
+from stream.faustpatch import eager_wait_first
+
+
+async def handed_over(callback: Any, suspended: asyncio.Event) -> tuple[Any, int]:
+    """Run the patched wait_first on a real mode Service; (results, tasks created)."""
+    service = mode.Service()
+    loop = asyncio.get_running_loop()
+    created = 0
+    factory = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        nonlocal created
+        created += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        results = await eager_wait_first(service, callback, suspended.wait())
+    finally:
+        loop.set_task_factory(factory)
+    return results, created
+
+
+def test_a_callback_that_never_waits_runs_inline_without_tasks() -> None:
+    async def callback() -> str:
+        return "delivered"
+
+    async def run() -> tuple[Any, int]:
+        return await handed_over(callback(), asyncio.Event())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an unawaited suspend_flow.wait() would warn
+        results, created = asyncio.run(run())
+
+    assert results.results == ["delivered"] and not results.stopped
+    assert created == 0
+
+
+def test_a_callback_that_waits_is_finished_by_wait_first() -> None:
+    done: list[str] = []
+
+    async def callback(room: asyncio.Event) -> str:
+        await room.wait()  # a full stream buffer
+        done.append("put")
+        return "delivered"
+
+    async def run() -> tuple[Any, int]:
+        room = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.05, room.set)
+        return await handed_over(callback(room), asyncio.Event())
+
+    results, created = asyncio.run(run())
+
+    assert results.results[0] == "delivered" and done == ["put"]
+    assert created > 0
+
+
+def test_suspended_flow_abandons_a_waiting_callback_as_faust_does() -> None:
+    cancelled: list[bool] = []
+
+    async def callback(room: asyncio.Event) -> None:
+        try:
+            await room.wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def run() -> Any:
+        room, suspended = asyncio.Event(), asyncio.Event()
+        asyncio.get_running_loop().call_later(0.05, suspended.set)
+        results, _ = await handed_over(callback(room), suspended)
+        await asyncio.sleep(0.01)
+        return results
+
+    results = asyncio.run(run())
+
+    assert results.results == [True] and cancelled == [True]
