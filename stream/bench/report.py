@@ -158,7 +158,7 @@ def targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     intake, where = max(measured, key=lambda c: c[0]) if measured else (None, "")
     intake_regime = bool(measured)
     intake_note = (
-        f"{where}: model not the bottleneck"
+        f"{where}: {'model not the bottleneck' if tiny else 'real bundle, may be model-bound'}"
         if intake_regime
         else "n/a: real bundle, model-bound (no high-coalescing run)"
     )

@@ -7,6 +7,7 @@ Duplicate predictions are allowed (at-least-once) and reported.
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import time
 from pathlib import Path
@@ -33,7 +34,13 @@ pytestmark = pytest.mark.integration
 
 
 def crash_and_recover(
-    broker: EmbeddedBroker, bundle: Path, workdir: Path, events: int, kills: int, rate: int
+    broker: EmbeddedBroker,
+    bundle: Path,
+    workdir: Path,
+    events: int,
+    kills: int,
+    rate: int,
+    store: str = "memory://",
 ) -> None:
     path = need_shared(TAOBAO_SLICE)
     sent = taobao_events(path, events)
@@ -41,7 +48,8 @@ def crash_and_recover(
     expected = expected_for(wenv, sent)
     rng = random.Random(events * 31 + kills)
     watcher = PredictionWatcher(broker.bootstrap, wenv.settings.predictions_topic)
-    worker = WorkerProcess(wenv, bundle, workdir, name="crash").start().wait_ready()
+    worker = WorkerProcess(wenv, bundle, workdir, "--store", store, name="crash")
+    worker.start().wait_ready()
     peak_rss, recover_s = 0, []
     replay = start_replay(wenv, path, "taobao", "--limit", str(events), "--rate", str(rate))
     try:
@@ -69,7 +77,7 @@ def crash_and_recover(
     assert f"sent={len(sent)}" in summary
     record_result(
         {
-            "scenario": "crash recovery (kill -9)",
+            "scenario": f"crash recovery (kill -9, {store.rstrip(':/')} store)",
             "runs": kills,
             "events": len(sent),
             "users": len(expected.newest),
@@ -96,3 +104,13 @@ def test_kill9_five_times_during_the_taobao_slice_loses_no_user(
     broker: EmbeddedBroker, tiny_bundle: Path, tmp_path: Path
 ) -> None:
     crash_and_recover(broker, tiny_bundle, tmp_path, events=110_300, kills=5, rate=1_000)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not importlib.util.find_spec("rocksdict"), reason="needs the rocksdb extra")
+def test_kill9_three_times_with_the_rocksdb_store_loses_no_user(
+    broker: EmbeddedBroker, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    crash_and_recover(
+        broker, tiny_bundle, tmp_path, 20_000, kills=3, rate=1_000, store="rocksdb://"
+    )
