@@ -9,6 +9,7 @@ Each failure is an `Invalid(code, message)`; codes are the DLQ `error.code` valu
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,10 @@ from typing import Any
 import fastjsonschema
 import orjson
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+# The source tree's schemas/ (editable installs, checkouts); a wheel installs them as data files.
+SOURCE_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+INSTALLED_SCHEMAS = Path(sys.prefix) / "share" / "behavior-stream" / "schemas"
+SCHEMA_DIR = SOURCE_SCHEMAS if SOURCE_SCHEMAS.is_dir() else INSTALLED_SCHEMAS
 EVENT_SCHEMA = "user_event.v1.json"
 PREDICTION_SCHEMA = "prediction.v1.json"
 DLQ_SCHEMA = "dlq_record.v1.json"
