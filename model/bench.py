@@ -15,8 +15,7 @@ from torch import nn
 from model.bundle import validate_bundle
 from model.export import synthetic_batch
 from model.metrics import roc_auc
-from model.model import Probabilities
-from model.runtime import Runtime, eager_from_script
+from model.runtime import Runtime, eager_probabilities
 
 ANCHOR = {
     "length": 64,
@@ -107,9 +106,8 @@ def run_bench(
     vocab = int(meta.model["bert"]["vocab_size"])
     modules: dict[str, nn.Module] = {}
     if device == "cpu":
-        modules["eager"] = Probabilities(
-            eager_from_script(torch.jit.load(str(bundle / "model.ts")), meta)
-        ).eval()
+        script = torch.jit.load(str(bundle / "model.ts"))
+        modules["eager"] = eager_probabilities(script, meta).eval()
     modules.update({name: rt.module for name, rt in runtimes.items()})
     bert = meta.model["bert"]
     echo(

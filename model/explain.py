@@ -168,6 +168,8 @@ class Explainer:
             module = self.runtime.module
             if not isinstance(module, torch.jit.ScriptModule):
                 raise ValueError("ig needs a TorchScript (not int8) runtime; use occlusion")
+            if "members" in self.runtime.meta.model:
+                raise ValueError("ig does not support ensemble bundles yet; use occlusion")
             from model.model import Probabilities
 
             model = eager_from_script(module, self.runtime.meta).float()

@@ -53,6 +53,17 @@ def eager_from_script(script: torch.jit.ScriptModule, meta: BundleMeta) -> Behav
     return BehaviorBert.from_state(ModelConfig.from_dict(meta.model), state)
 
 
+def eager_probabilities(script: torch.jit.ScriptModule, meta: BundleMeta) -> nn.Module:
+    """The eager probabilities module behind model.ts: one model, or an ensemble's mean."""
+    if "members" in meta.model:
+        from model.ensemble import eager_ensemble
+
+        return eager_ensemble(script, meta)
+    from model.model import Probabilities
+
+    return Probabilities(eager_from_script(script, meta))
+
+
 class Runtime:
     """A loaded bundle: encoder + model on one device. predict() is thread-safe."""
 
@@ -108,17 +119,13 @@ class Runtime:
         dtype: torch.dtype,
     ) -> nn.Module:
         # Re-trace on the GPU in half precision so no fp32 constant from the CPU trace leaks in.
-        from model.model import Probabilities
-
-        eager = Probabilities(eager_from_script(script, meta)).to(device="cuda", dtype=dtype)
+        eager = eager_probabilities(script, meta).to(device="cuda", dtype=dtype)
         ids, mask = synthetic_batch(int(meta.model["bert"]["vocab_size"]), 2, 16, seed=0)
         return trace(eager, (ids.cuda(), mask.cuda()))
 
     @staticmethod
     def _int8_module(script: torch.jit.ScriptModule, meta: BundleMeta) -> nn.Module:
-        from model.model import Probabilities
-
-        eager = Probabilities(eager_from_script(script, meta))
+        eager = eager_probabilities(script, meta)
         with warnings.catch_warnings():  # torch deprecates quantized tensors in favour of torchao
             warnings.simplefilter("ignore", UserWarning)
             return torch.ao.quantization.quantize_dynamic(eager, {nn.Linear}, dtype=torch.qint8)

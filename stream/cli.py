@@ -1,4 +1,4 @@
-"""The `bstream` command line: a click group whose subcommands load lazily (torch is slow to import)."""
+"""The `bstream` command line: a click group whose subcommands load lazily (torch is slow)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "export": "model.commands:export",
     "bench-model": "model.commands:bench_model",
     "explain": "model.commands:explain",
+    "ensemble": "model.commands:ensemble",
 }
 
 HELP = {
@@ -39,6 +40,7 @@ HELP = {
     "export": "Re-export a bundle's checkpoint to TorchScript with a parity check.",
     "bench-model": "Model-only throughput: eager vs TorchScript vs int8 by batch size.",
     "explain": "Explain one user window: which events moved the score.",
+    "ensemble": "Combine bundles into one bundle that averages their probabilities.",
 }
 
 
