@@ -37,7 +37,7 @@ def trained(sim_file: Path, tiny_base: Path, tmp_path_factory: pytest.TempPathFa
 def test_train_writes_a_bundle_with_metrics_and_plots(trained: Path) -> None:
     meta = read_meta(trained)
 
-    assert meta.labels == ["purchase"] and meta.max_len == 64
+    assert meta.labels == ["purchase", "cart"] and meta.max_len == 64  # the default heads
     assert meta.data_fingerprint and meta.data_fingerprint["format"] == "jsonl"
     assert meta.metrics["best"]["val_pr_auc"] > 0
     assert (trained / "metrics.json").is_file() and (trained / "plots" / "training.png").is_file()
