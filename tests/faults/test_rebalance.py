@@ -1,4 +1,4 @@
-"""Two workers in one group: B joins, then A leaves, both mid-stream; windows follow partitions.
+"""Two workers in one group: B joins, then A leaves (SIGTERM or kill -9), both mid-stream.
 
 Events flow in rounds (one event per user per round) the whole time. At the end every user's
 latest prediction reflects their newest event and a window holding *every* round, so the windows
@@ -25,6 +25,7 @@ from tests.faults.support import (
     Expected,
     PredictionWatcher,
     ProcessSampler,
+    kill9,
     mib,
     record_result,
     wait_for,
@@ -93,9 +94,11 @@ def partitions_assigned(worker: WorkerProcess) -> int:
     return int(orjson.loads(body)["partitions_assigned"]) if body else 0
 
 
-@pytest.mark.parametrize("partitioner", ["murmur2", "default"])
+@pytest.mark.parametrize(
+    ("partitioner", "leave"), [("murmur2", "sigterm"), ("default", "sigterm"), ("murmur2", "kill9")]
+)
 def test_join_and_leave_mid_stream_keep_every_window(
-    broker: EmbeddedBroker, tiny_bundle: Path, tmp_path: Path, partitioner: str
+    broker: EmbeddedBroker, tiny_bundle: Path, tmp_path: Path, partitioner: str, leave: str
 ) -> None:
     wenv = new_env(broker.bootstrap)
     users = [f"{partitioner[0]}{i}" for i in range(USERS)]
@@ -114,7 +117,10 @@ def test_join_and_leave_mid_stream_keep_every_window(
         sampler = ProcessSampler(b.proc.pid)  # type: ignore[union-attr]
         rounds.after(3)
         left_at = rounds.rounds
-        assert a.stop() == 0  # A leaves cleanly; its remaining partitions move to B
+        if leave == "kill9":
+            kill9(a)  # A dies mid-batch; B takes over once A's session times out
+        else:
+            assert a.stop() == 0  # A leaves cleanly; its remaining partitions move to B
         leave_s = wait_for(lambda: partitions_assigned(b) == wenv.partitions, 180, "B owns all")
         rounds.stop_after = rounds.after(3)
         rounds.join(120)
@@ -143,7 +149,7 @@ def test_join_and_leave_mid_stream_keep_every_window(
     assert all(decode_window(m.value).partition == m.partition for m in changelog if m.value)
     record_result(
         {
-            "scenario": f"rebalance ({partitioner} producer)",
+            "scenario": f"rebalance ({partitioner} producer, A leaves by {leave})",
             "runs": 1,
             "events": total * USERS,
             "users": USERS,
