@@ -115,6 +115,7 @@ class StreamWorker:
         self.explainer = explainer if settings.explain != "off" else None
         self.rng = random.Random()  # the sample-rate explain policy
         self.stopping = False
+        self._stopper: asyncio.Future[None] | None = None
 
     # -- intake (inside the take_events body) --------------------------------------------------
 
@@ -270,7 +271,7 @@ class StreamWorker:
     def _stop_on_failure(self, released: asyncio.Future[None]) -> None:
         failure = None if released.cancelled() else released.exception()
         if failure is not None:
-            asyncio.ensure_future(self._stop(failure))
+            self._stopper = asyncio.ensure_future(self._stop(failure))  # keep a reference
 
     async def _stop(self, exc: BaseException) -> None:
         # Publishing failed for good: stop rather than skip, so offsets stay uncommitted.
