@@ -8,7 +8,8 @@ and predictions go out in one producer batch per partition (`Publisher.enqueue`)
 Faust's per-key table path.
 
 Overlap: the body hands each coalesced batch to a one-slot queue and returns, so batch k+1 is
-decoded and written to its windows while batch k is on the inference thread; jobs finish in order.
+decoded and written to its windows while batch k is on the inference thread. Jobs are inferred and
+handed to the producer in order; up to MAX_UNACKED_JOBS then wait for the broker's acks.
 """
 
 from __future__ import annotations
