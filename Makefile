@@ -4,18 +4,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-faults lint bench clean
+.PHONY: install constraints demo test test-faults lint bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Everything (serving + the [train] and [explain] extras + dev tools), at the versions in
+# constraints.txt; `pip install .` alone gives the slim serving set (docs/DESIGN.md).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first: the local CPU wheel, so nothing pulls a multi-GB CUDA build
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,rocksdb]'
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,rocksdb,train,explain]'
 	@command -v kcat >/dev/null 2>&1 || ./.ci/install-kcat || echo "kcat not installed: kcat interop tests will be skipped"
 	touch $(STAMP)
+
+# Re-pin constraints.txt to this venv's versions (after an upgrade that passed `make test`).
+constraints:
+	$(BIN)/python .ci/lock-constraints
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/bstream demo
@@ -27,9 +33,10 @@ test-faults: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/faults
 
 lint: install
-	$(BIN)/ruff check stream model tests
-	$(BIN)/ruff format --check stream model tests
-	$(BIN)/mypy stream model
+	$(BIN)/ruff check stream model schemas tests
+	$(BIN)/ruff format --check stream model schemas tests
+	$(BIN)/mypy stream model schemas
+	$(BIN)/lint-imports
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/bstream bench --json bench-report/bench.json

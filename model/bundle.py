@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from model.encoding import ENCODING_VERSION
+
 BUNDLE_FORMAT = 1
 META_FILE = "bundle.json"
 MODEL_FILE = "model.ts"
@@ -127,8 +129,6 @@ def validate_bundle(bundle_dir: Path | str, check_hashes: bool = True) -> Bundle
                 raise BundleError(
                     f"corrupt bundle: {path} does not match its sha256 in {META_FILE}"
                 )
-    from model.encoding import ENCODING_VERSION  # local: keeps this module import-light
-
     if meta.encoding.get("version") != ENCODING_VERSION:
         raise BundleError(
             f"bundle version mismatch: encoding version {meta.encoding.get('version')!r}, "

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from model.explain_cli import explain  # noqa: F401  (`bstream explain`, in its own module)
-from stream.formats import FORMAT_NAMES
+from schemas.formats import FORMAT_NAMES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -30,7 +30,7 @@ def user_errors() -> Iterator[None]:
     """Turn expected failures into one-line click errors (no tracebacks for user mistakes)."""
     from model.bundle import BundleError
     from model.export import ExportError
-    from stream.formats import FormatError
+    from schemas.formats import FormatError
 
     try:
         yield

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from model.labels import Cuts, Example, build_examples, split_cuts, window_of
-from stream.formats import read_events
+from schemas.formats import read_events
 
 # The UserBehavior data set's days, 2017-11-25 .. 2017-12-03 (UTC+8); rows outside are bad clocks.
 TAOBAO_DAYS_MS = (1_511_539_200_000, 1_512_316_800_000)

@@ -14,9 +14,11 @@ never renames the kept ones.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 Event = Mapping[str, Any]
@@ -281,3 +283,12 @@ class Encoder:
         ids = [e.input_ids + [self.pad_id] * (length - len(e.input_ids)) for e in batch]
         mask = [[1] * len(e.input_ids) + [0] * (length - len(e.input_ids)) for e in batch]
         return ids, mask
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The bundle's (or base model's) HF tokenizer from a local directory, never the network."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Lazy: transformers takes seconds to import; rendering and bucketing above do not need it.
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))

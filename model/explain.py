@@ -18,44 +18,21 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from model.encoding import Encoded, bucket_for
+from model.extras import require_extra
+from model.model import Probabilities
 from model.runtime import Runtime, eager_from_script
 
 Event = Mapping[str, Any]
 Window = Sequence[Event]
 Reason = dict[str, Any]
 Weights = dict[int, float]  # event index in the window (oldest = 0) -> signed weight
-POLICIES = ("off", "all", "top-scores", "sample-rate")
 METHODS = ("occlusion", "ig")
 IG_CHUNK = 8  # windows per IG call; each becomes n_steps model rows
-
-
-class RandomLike(Protocol):
-    def random(self) -> float: ...
-
-
-def should_explain(
-    policy: str, score: float, min_score: float, sample_rate: float, rng: RandomLike
-) -> bool:
-    """Whether one prediction gets reasons under the policy (keeps explanation cost bounded).
-
-    >>> import random
-    >>> should_explain("top-scores", 0.7, min_score=0.5, sample_rate=0.0, rng=random.Random(0))
-    True
-    """
-    if policy == "off":
-        return False
-    if policy == "all":
-        return True
-    if policy == "top-scores":
-        return score >= min_score
-    if policy == "sample-rate":
-        return rng.random() < sample_rate
-    raise ValueError(f"unknown explain policy {policy!r}; choose one of {', '.join(POLICIES)}")
 
 
 def kept_events(encoded: Encoded) -> list[int]:
@@ -114,6 +91,8 @@ class Explainer:
             raise ValueError(
                 f"unknown explain method {method!r}; choose one of {', '.join(METHODS)}"
             )
+        if method == "ig":
+            require_extra("explain", "explain method 'ig'")
         self.runtime = runtime
         self.method = method
         self.label = label or runtime.labels[0]
@@ -170,13 +149,12 @@ class Explainer:
                 raise ValueError("ig needs a TorchScript (not int8) runtime; use occlusion")
             if "members" in self.runtime.meta.model:
                 raise ValueError("ig does not support ensemble bundles yet; use occlusion")
-            from model.model import Probabilities
-
             model = eager_from_script(module, self.runtime.meta).float()
             self._eager = Probabilities(model).to(self.runtime.device).eval()
         return self._eager
 
     def _ig(self, windows: Sequence[Window]) -> list[Weights]:
+        # Lazy: captum is the optional [explain] extra; occlusion runs without it.
         from captum.attr import LayerIntegratedGradients
 
         model = self.eager()

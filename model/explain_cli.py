@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from stream.formats import FORMAT_NAMES
+from schemas.formats import FORMAT_NAMES
 
 BAR_WIDTH = 24
 METHOD_NOTE = {
@@ -113,7 +113,7 @@ def explain(
 ) -> None:
     from model.explain import Explainer, top_reasons
     from model.runtime import BundleError, Runtime
-    from stream.formats import FormatError, read_events
+    from schemas.formats import FormatError, read_events
 
     try:
         runtime = Runtime.load(bundle, device=device)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,45 +24,20 @@ from model.bundle import (
     sha256_file,
     write_meta,
 )
-from model.encoding import EncodingConfig
+from model.encoding import EncodingConfig, load_tokenizer
 from model.model import BehaviorBert, ModelConfig, Probabilities
+from model.tracing import Batch, synthetic_batch, trace
 
 PARITY_TOL = 1e-4
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class ExportError(Exception):
     """The traced model disagrees with eager (or cannot be traced); nothing was written."""
 
 
-def synthetic_batch(
-    vocab_size: int, batch: int, length: int, seed: int, cls_id: int = 101
-) -> Batch:
-    """Random token ids with rows of different true lengths (row 0 full, others padded)."""
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(999, vocab_size, (batch, length), generator=gen)
-    ids[:, 0] = cls_id
-    mask = torch.ones(batch, length, dtype=torch.long)
-    for row in range(1, batch):
-        true_len = max(2, length * (batch - row) // (batch + 1))
-        mask[row, true_len:] = 0
-        ids[row, true_len:] = 0
-    return ids, mask
-
-
 def parity_batches(vocab_size: int, lengths: Sequence[int], seed: int = 1) -> list[Batch]:
     """Held-out check inputs: each padding length, several batch sizes, not the trace input."""
     return [synthetic_batch(vocab_size, 3 + i % 3, n, seed + i) for i, n in enumerate(lengths)]
-
-
-def trace(module: nn.Module, example: Batch) -> torch.jit.ScriptModule:
-    """Trace `module` (eval mode, no grad) on an example that includes padding."""
-    module.eval()
-    # HF warns about shape-dependent Python branches; the parity check is what proves the trace.
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(module, example, check_trace=False)
-    return traced
 
 
 def max_parity_diff(scripted: nn.Module, eager: nn.Module, batches: Sequence[Batch]) -> float:
@@ -163,8 +137,6 @@ def load_checkpoint(path: Path | str) -> BehaviorBert:
 
 def reexport(bundle: Path, checkpoint: Path | None, out_dir: Path) -> tuple[Path, float]:
     """Export `checkpoint` (default: the bundle's) with the bundle's tokenizer and encoding."""
-    from model.runtime import load_tokenizer
-
     meta = read_meta(bundle)
     checkpoint = checkpoint or bundle / CHECKPOINT_FILE
     if not checkpoint.is_file():

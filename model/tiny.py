@@ -12,14 +12,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import BertConfig
 
-from model.encoding import Encoder, EncodingConfig
+from model.encoding import Encoder, EncodingConfig, load_tokenizer
 from model.export import export_bundle
-from model.model import BehaviorBert, ModelConfig, default_base_dir, tiny_bert_config
-from model.runtime import load_tokenizer
+from model.model import BehaviorBert, ModelConfig, default_base_dir
 
 TINY_ENCODING = EncodingConfig(max_len=64, window=20, buckets=(16, 32, 64))
 TYPES = ("view", "view", "view", "view", "click", "fav", "cart")
+
+
+def tiny_bert_config(vocab_size: int, max_len: int) -> dict[str, Any]:
+    """A small BERT (2 layers, hidden 64): the real architecture, seconds to train."""
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=max(max_len, 32),
+    ).to_dict()
 
 
 def synthetic_windows(n: int, seed: int) -> tuple[list[list[dict[str, Any]]], list[float]]:

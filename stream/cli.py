@@ -6,6 +6,8 @@ import importlib
 
 import click
 
+from model.extras import extra_for_module, install_hint, missing_modules
+
 # name -> "module:attribute"; each module defines one click command and stays importable on its own.
 COMMANDS: dict[str, str] = {
     "broker": "stream.commands.broker:broker",
@@ -23,6 +25,17 @@ COMMANDS: dict[str, str] = {
     "bench-model": "model.commands:bench_model",
     "explain": "model.commands:explain",
     "ensemble": "model.commands:ensemble",
+}
+
+# Commands of the offline stack: they need an install extra (pyproject.toml); the rest need none.
+# `explain` runs occlusion with the base install; only its `--method ig` needs [explain].
+COMMAND_EXTRAS: dict[str, str] = {
+    "train": "train",
+    "eval": "train",
+    "bench-model": "train",
+    "ensemble": "train",
+    "demo": "train",
+    "bench": "train",  # builds the tiny bundle on the MiniLM tokenizer
 }
 
 HELP = {
@@ -54,9 +67,21 @@ class LazyGroup(click.Group):
         target = COMMANDS.get(cmd_name)
         if target is None:
             return None
+        extra = COMMAND_EXTRAS.get(cmd_name)
+        if extra and missing_modules(extra):
+            raise click.ClickException(
+                f"bstream {cmd_name} needs the [{extra}] extra: {install_hint(extra)}"
+            )
         module_name, attr = target.split(":")
         try:
             return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+        except ModuleNotFoundError as exc:
+            needed = extra_for_module(exc.name or "")
+            if needed is None:
+                raise click.ClickException(f"command {cmd_name!r} is not available: {exc}") from exc
+            raise click.ClickException(
+                f"bstream {cmd_name} needs the [{needed}] extra: {install_hint(needed)}"
+            ) from exc
         except (ImportError, AttributeError) as exc:
             raise click.ClickException(f"command {cmd_name!r} is not available: {exc}") from exc
 

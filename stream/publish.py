@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from stream.validation import validate_prediction
+from schemas.validation import validate_prediction
 from stream.windows import Window
 
 

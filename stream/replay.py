@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
-from stream.formats import CSV_FORMATS, Row, event_json, read_rows
+from schemas.formats import CSV_FORMATS, Row, event_json, read_rows
+from schemas.validation import Invalid
 from stream.kafka import Partitioner, producer_config
 from stream.settings import Settings
-from stream.validation import Invalid
 
 MAX_EXAMPLES = 5
 PROGRESS_EVERY = 1000  # rows between progress-bar updates (a per-row update costs throughput)

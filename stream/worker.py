@@ -27,11 +27,11 @@ from typing import Any, Protocol
 import orjson
 from faust.types import EventT
 
-from model.explain import should_explain
 from stream.app import StreamApp, as_current_event
 from stream.batching import Item, Target, UserUpdate, model_inputs, plan_groups
 from stream.dlq import INFERENCE_FAILED, DeadLetter, dlq_records
 from stream.metrics import Metrics
+from stream.outputs import should_explain
 from stream.privacy import Pseudonymizer, classify_field
 from stream.publish import OutRecord, Publisher, build_prediction, encode_prediction
 from stream.settings import Settings

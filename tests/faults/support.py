@@ -23,7 +23,7 @@ import orjson
 import psutil
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from stream.formats import read_rows
+from schemas.formats import read_rows
 from tests.integration.worker_support import BSTREAM, TEST_KEY, WorkerEnv, WorkerProcess
 
 RESULTS_ENV = "BSTREAM_FAULTS_REPORT"  # JSONL file the scenarios append their result rows to

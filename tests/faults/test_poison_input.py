@@ -18,8 +18,8 @@ import pytest
 from confluent_kafka import Producer
 from hypothesis import strategies as st
 
+from schemas.validation import decode_event
 from stream.broker import EmbeddedBroker
-from stream.validation import decode_event
 from tests.faults.hostile import SLOT, T0, Hostile, draw_many, hostile_records
 from tests.faults.support import (
     Expected,

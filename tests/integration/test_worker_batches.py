@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
+from schemas.validation import validate_prediction
 from stream.broker import EmbeddedBroker
-from stream.validation import validate_prediction
 from tests.integration.worker_support import (
     Msg,
     WorkerEnv,

@@ -15,9 +15,9 @@ import confluent_kafka
 import orjson
 import pytest
 
+from schemas.formats import event_json, read_rows
+from schemas.validation import validate_prediction
 from stream.broker import EmbeddedBroker
-from stream.formats import event_json, read_rows
-from stream.validation import validate_prediction
 from tests.conftest import TAOBAO_SLICE, need_shared
 from tests.integration.worker_support import (
     Msg,

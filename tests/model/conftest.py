@@ -9,8 +9,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from model.model import default_base_dir, tiny_bert_config
+from model.model import default_base_dir
 from model.runtime import load_tokenizer
+from model.tiny import tiny_bert_config
 from stream.simulate import simulate_events
 
 

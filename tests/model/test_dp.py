@@ -19,8 +19,9 @@ from model.dp import (
     planned_steps,
     spent_epsilon,
 )
-from model.model import BehaviorBert, ModelConfig, tiny_bert_config
+from model.model import BehaviorBert, ModelConfig
 from model.runtime import Runtime
+from model.tiny import tiny_bert_config
 
 
 @pytest.mark.parametrize("epsilon", [1.0, 8.0])

@@ -4,7 +4,6 @@ faithfulness (deletion) test, and `bstream explain`."""
 from __future__ import annotations
 
 import json
-import random
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,7 +19,6 @@ from model.explain import (
     aggregate_tokens,
     kept_events,
     occlusion_weights,
-    should_explain,
     top_reasons,
     without,
 )
@@ -28,32 +26,12 @@ from model.explain_cli import explain
 from model.faithfulness import measure, true_deltas
 from model.runtime import Runtime
 from model.tiny import synthetic_windows
-from stream.validation import validate_prediction
+from schemas.validation import validate_prediction
 
 
 @pytest.fixture(scope="module")
 def runtime(tiny_bundle: Path) -> Runtime:
     return Runtime.load(tiny_bundle, device="cpu")
-
-
-def test_should_explain_follows_each_policy() -> None:
-    rng = random.Random(0)
-
-    assert not should_explain("off", 0.99, 0.5, 1.0, rng)
-    assert should_explain("all", 0.01, 0.5, 0.0, rng)
-    assert should_explain("top-scores", 0.5, 0.5, 0.0, rng)
-    assert not should_explain("top-scores", 0.49, 0.5, 1.0, rng)
-    with pytest.raises(ValueError, match="unknown explain policy"):
-        should_explain("sometimes", 0.5, 0.5, 0.5, rng)
-
-
-def test_sample_rate_policy_explains_about_that_share() -> None:
-    rng = random.Random(1)
-
-    picked = sum(should_explain("sample-rate", 0.3, 0.9, 0.1, rng) for _ in range(10_000))
-
-    assert 850 < picked < 1150
-    assert not any(should_explain("sample-rate", 1.0, 0.0, 0.0, rng) for _ in range(1000))
 
 
 def test_occlusion_weight_is_full_score_minus_score_without_the_event() -> None:

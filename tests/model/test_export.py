@@ -10,8 +10,9 @@ import torch
 from model.bundle import CHECKPOINT_FILE, MODEL_FILE, TOKENIZER_DIR, sha256_file, validate_bundle
 from model.encoding import EncodingConfig
 from model.export import ExportError, export_bundle, load_checkpoint, synthetic_batch
-from model.model import BehaviorBert, ModelConfig, Probabilities, default_base_dir, tiny_bert_config
+from model.model import BehaviorBert, ModelConfig, Probabilities, default_base_dir
 from model.runtime import load_tokenizer
+from model.tiny import tiny_bert_config
 
 ENCODING = EncodingConfig(max_len=32, buckets=(16,))
 

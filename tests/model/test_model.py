@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from model.export import checked_trace, synthetic_batch
-from model.model import BehaviorBert, ModelConfig, tiny_bert_config
+from model.model import BehaviorBert, ModelConfig
+from model.tiny import tiny_bert_config
 
 
 def tiny(**kw: object) -> BehaviorBert:

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import orjson
 
-from stream.formats import read_events
+from schemas.formats import read_events
 from tests.conftest import TAOBAO_SLICE
 from tests.stream.conftest import Replayed
 from tests.stream.kafka_helpers import read_topic

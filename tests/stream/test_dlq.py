@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from schemas.validation import DLQ_SCHEMA, check
 from stream.dlq import INFERENCE_FAILED, DeadLetter, dlq_headers, dlq_records, headers_dict
 from stream.publish import key_partition
-from stream.validation import DLQ_SCHEMA, check
 
 
 def test_headers_carry_reason_and_source_position() -> None:

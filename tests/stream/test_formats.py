@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.formats import FORMAT_NAMES, FormatError, read_events, read_rows
+from schemas.formats import FORMAT_NAMES, FormatError, read_events, read_rows
 from tests.conftest import TAOBAO_SLICE, need_shared
 
 REES46_HEADER = (

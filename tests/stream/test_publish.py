@@ -11,6 +11,7 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
+from schemas.validation import validate_prediction
 from stream.publish import (
     InvalidPrediction,
     OutRecord,
@@ -20,7 +21,6 @@ from stream.publish import (
     key_partition,
     murmur2,
 )
-from stream.validation import validate_prediction
 from stream.windows import Window
 
 WINDOW = Window(1, 0, ((100, 0, "a", None, None, "e1"), (250, 2, "b", "c", 9.0, "e2")))

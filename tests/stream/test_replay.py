@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from schemas.validation import Invalid
 from stream.replay import (
     Pacer,
     ReplaySummary,
@@ -15,7 +16,6 @@ from stream.replay import (
     format_summary,
     invalid_key,
 )
-from stream.validation import Invalid
 
 
 class FakeClock:

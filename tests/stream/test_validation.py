@@ -8,7 +8,7 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from stream.validation import (
+from schemas.validation import (
     DLQ_SCHEMA,
     SCHEMA_DIR,
     check,

@@ -9,13 +9,13 @@ from typing import Any, cast
 import orjson
 import pytest
 
+from schemas.validation import validate_prediction
 from stream import worker as worker_module
 from stream.app import StreamApp
 from stream.batching import Target
 from stream.metrics import Metrics
 from stream.privacy import Pseudonymizer
 from stream.settings import Settings
-from stream.validation import validate_prediction
 from stream.windows import Window
 from stream.worker import StreamWorker
 

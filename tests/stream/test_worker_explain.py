@@ -10,12 +10,12 @@ import orjson
 import pytest
 
 from model.explain import Explainer
+from schemas.validation import validate_prediction
 from stream.app import StreamApp
 from stream.batching import Target
 from stream.metrics import Metrics
 from stream.privacy import Pseudonymizer
 from stream.settings import Settings
-from stream.validation import validate_prediction
 from stream.windows import Window
 from stream.worker import StreamWorker
 
