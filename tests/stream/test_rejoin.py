@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from types import SimpleNamespace
+from typing import Any
 
+import faust
 from faust.types import TP
 
 from stream.rejoin import forget
 
 
-def consumer_with_marks(*tps: TP) -> SimpleNamespace:
-    consumer = SimpleNamespace(
-        _read_offset=defaultdict(lambda: None),
-        _committed_offset=defaultdict(lambda: None),
-        _acked=defaultdict(list),
-        _acked_index=defaultdict(set),
-        _gap=defaultdict(dict),
-    )
+def consumer_with_marks(*tps: TP) -> Any:
+    """Faust's real consumer (never started) with read/commit/ack marks for `tps`."""
+    consumer = faust.App("rejoin-test", broker="kafka://127.0.0.1:1").consumer
     for tp in tps:
         consumer._read_offset[tp] = 41
         consumer._committed_offset[tp] = 40
