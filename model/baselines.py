@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -41,9 +43,25 @@ def _signed_log(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
 
 
+def best_on_val(candidates: Iterable[Baseline], x_va: np.ndarray, y_va: np.ndarray) -> Baseline:
+    """The candidate with the highest val PR-AUC, Platt-calibrated on val."""
+    best: Baseline | None = None
+    for candidate in candidates:
+        candidate.val_pr_auc = pr_auc(y_va, candidate.raw(x_va))
+        if best is None or candidate.val_pr_auc > best.val_pr_auc:
+            best = candidate
+    if best is None:
+        raise ValueError("no baseline candidates to choose from")
+    best.calibration = fit_platt(logit(best.raw(x_va)), y_va)
+    return best
+
+
 def fit_logreg(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray) -> Baseline:
     """Logistic regression on log-scaled, standardised features; C and class weight tuned on val."""
-    best: Baseline | None = None
+    return best_on_val(_logreg_grid(x_tr, y_tr), x_va, y_va)
+
+
+def _logreg_grid(x_tr: np.ndarray, y_tr: np.ndarray) -> Iterator[Baseline]:
     for c, weight in itertools.product((0.01, 0.1, 1.0, 10.0), (None, "balanced")):
         model = make_pipeline(
             FunctionTransformer(_signed_log),
@@ -51,22 +69,19 @@ def fit_logreg(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.nd
             LogisticRegression(C=c, class_weight=weight, max_iter=2000),
         )
         model.fit(x_tr, y_tr)
-        candidate = Baseline("logreg", model, (1.0, 0.0), {"C": c, "class_weight": weight})
-        candidate.val_pr_auc = pr_auc(y_va, candidate.raw(x_va))
-        if best is None or candidate.val_pr_auc > best.val_pr_auc:
-            best = candidate
-    assert best is not None
-    best.calibration = fit_platt(logit(best.raw(x_va)), y_va)
-    return best
+        yield Baseline("logreg", model, (1.0, 0.0), {"C": c, "class_weight": weight})
 
 
 def fit_lightgbm(
     x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray, seed: int = 0
 ) -> Baseline:
     """LightGBM with early stopping on val; leaves, learning rate and leaf size tuned on val."""
-    import lightgbm as lgb
+    return best_on_val(_lightgbm_grid(x_tr, y_tr, x_va, y_va, seed), x_va, y_va)
 
-    best: Baseline | None = None
+
+def _lightgbm_grid(
+    x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray, seed: int
+) -> Iterator[Baseline]:
     grid = itertools.product((7, 15, 31), (0.03, 0.1), (20, 100), (None, 4.0))
     for leaves, lr, min_child, pos_weight in grid:
         params: dict[str, Any] = {
@@ -95,10 +110,4 @@ def fit_lightgbm(
                 callbacks=[lgb.early_stopping(50, verbose=False)],
             )
         params["n_estimators"] = int(model.best_iteration_ or model.n_estimators)
-        candidate = Baseline("lightgbm", model, (1.0, 0.0), params)
-        candidate.val_pr_auc = pr_auc(y_va, candidate.raw(x_va))
-        if best is None or candidate.val_pr_auc > best.val_pr_auc:
-            best = candidate
-    assert best is not None
-    best.calibration = fit_platt(logit(best.raw(x_va)), y_va)
-    return best
+        yield Baseline("lightgbm", model, (1.0, 0.0), params)

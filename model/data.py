@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.bundle import sha256_file
 from model.labels import Cuts, Example, build_examples, split_cuts, window_of
 from schemas.formats import read_events
 
@@ -41,14 +41,6 @@ class LabelledData:
 
     def window(self, example: Example, size: int) -> list[Mapping[str, Any]]:
         return window_of(self.sequences[example.user], example.index, size)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def group_sequences(
@@ -89,7 +81,7 @@ def load_data(
     data = label_events(read_events(path, fmt), horizon_min, labels, ts_range, train, val, boundary)
     data.fingerprint = {
         "file": path.name,
-        "sha256": file_sha256(path),
+        "sha256": sha256_file(path),
         "format": fmt,
         **data.fingerprint,
     }

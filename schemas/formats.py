@@ -1,9 +1,10 @@
 """Input file formats as data: each maps a source row to a UserEvent, then the validator checks it.
 
->>> rows = list(read_rows(Path("x.csv"), "taobao"))  # doctest: +SKIP
->>> rows[0].event
-{'user_id': '1', 'item_id': '2268318', 'category': '2520377', 'event_type': 'view', \
-'ts': 1511544070000}
+>>> event, invalid, skipped = map_csv_row(
+...     ["1", "2268318", "2520377", "pv", "1511544070"], CSV_FORMATS["taobao"])
+>>> event  # doctest: +NORMALIZE_WHITESPACE
+{'user_id': '1', 'item_id': '2268318', 'category': '2520377', 'event_type': 'view',
+ 'ts': 1511544070000}
 """
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ import asyncio
 import logging
 import os
 import socket
-import time
 from typing import Any
 
 from stream.app import StreamApp
+from stream.clock import now_ms
 from stream.control import (
     HORIZON_S,
     BadControlRecord,
@@ -41,10 +41,6 @@ from stream.windows import decode_window
 log = logging.getLogger("bstream.erasure")
 POLL_INTERVAL_S = 0.25
 MAX_RECORDS = 5000  # per poll: a long control topic replays quickly at start
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class EraseAgent:

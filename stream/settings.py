@@ -60,9 +60,6 @@ class Settings(BaseSettings):
     hmac_key_id: str = "k1"
     allow_raw_ids: bool = False
 
-    # Testing only (tests/faults): inference raises for batches holding this item_id. Leave unset.
-    fault_inject_item: str | None = None
-
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka-style client settings (includes secrets: never log the result)."""
         conf = {"bootstrap.servers": self.bootstrap, "security.protocol": self.security_protocol}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
+from stream import clock
 from stream.app import StreamApp
 from stream.metrics import Metrics
 from stream.publish import OutRecord, Publisher
@@ -39,7 +39,7 @@ def expire_idle(
     owned = active_partitions(sapp)
     if not owned:
         return None
-    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    now = now_ms if now_ms is not None else clock.now_ms()
     ttl_ms = int(idle_ttl_s * 1000)
     table = sapp.windows
     expired, kept = [], 0

@@ -29,6 +29,7 @@ from faust.types import EventT
 
 from stream.app import StreamApp, as_current_event
 from stream.batching import Item, Target, UserUpdate, model_inputs, plan_groups
+from stream.clock import now_ms
 from stream.dlq import INFERENCE_FAILED, DeadLetter, dlq_records
 from stream.metrics import Metrics
 from stream.outputs import should_explain
@@ -84,10 +85,6 @@ class Job:
     targets: list[Target]
     events: list[EventT]
     changelog: list[Awaitable[Any]]  # the windows' changelog records (acked before events)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class StreamWorker:

@@ -11,6 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from stream.bench.data import Event
+from stream.stats import percentile
 
 
 @dataclass
@@ -29,17 +30,6 @@ class Ceiling:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty sequence.
-
-    >>> percentile([1, 2, 3, 4], 50), percentile([1, 2, 3, 4], 99)
-    (2, 4)
-    """
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))  # ceil without floats drifting
-    return ordered[min(len(ordered), int(rank)) - 1]
 
 
 def measure_ceiling(

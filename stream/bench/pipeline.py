@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
-from stream.bench.ceiling import percentile
 from stream.bench.data import Event, newest_by_user
 from stream.bench.profile import Profiler
 from stream.bench.workerproc import BENCH_KEY, Deployment, Sample, WorkerProc
@@ -25,6 +24,7 @@ from stream.kafka import consumer_config, producer_config
 from stream.privacy import pseudonym
 from stream.replay import Pacer
 from stream.settings import Settings
+from stream.stats import percentile
 
 
 @dataclass

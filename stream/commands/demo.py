@@ -23,6 +23,7 @@ import click
 import orjson
 
 from stream.settings import Settings
+from stream.stats import percentile
 
 WORKER_READY_TIMEOUT_S = 240.0
 
@@ -50,14 +51,6 @@ class Live:
         return all(
             u in latest and latest[u]["last_event_ts"] == ts for u, ts in self.newest.items()
         )
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); 0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 def summary_lines(live: Live, events: int, elapsed_s: float, top: int = 5) -> list[str]:

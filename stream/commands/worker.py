@@ -70,7 +70,6 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     from stream import highwater, logthrottle, rejoin
     from stream.app import create_app
     from stream.erasure import install_erasure
-    from stream.faultinject import maybe_inject
     from stream.kafka import KafkaUnavailable
     from stream.metrics import Metrics, serve
     from stream.privacy import PrivacyError, pseudonymizer_from_settings
@@ -96,9 +95,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         ) from None
     sapp = create_app(settings, partitions)
     highwater.install(sapp.app.consumer, settings)
-    model = maybe_inject(runtime, settings.fault_inject_item)  # test-only hook; off by default
     worker = StreamWorker(
-        settings, sapp, model, pseudonymizer, metrics, _explainer(settings, runtime)
+        settings, sapp, runtime, pseudonymizer, metrics, _explainer(settings, runtime)
     )
 
     async def consume(stream: Any) -> None:

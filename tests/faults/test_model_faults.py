@@ -1,8 +1,9 @@
 """Model faults: a missing or corrupt bundle stops `bstream worker` at startup with one clear line;
 an inference failure is retried, dead-lettered (`inference_failed`), and other batches go on.
 
-The inference failure comes from the test-only hook `BSTREAM_FAULT_INJECT_ITEM` (stream/
-faultinject.py): the real runtime serves every batch except those holding the chosen item.
+The inference failure comes from the test-only hook in tests/faults/faultinject.py (a `bstream`
+launcher that wraps `Runtime.load`): the real runtime serves every batch except those holding the
+chosen item.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import orjson
 import pytest
 
 from stream.broker import EmbeddedBroker, free_port
+from tests.faults import faultinject
 from tests.faults.support import (
     Expected,
     PredictionWatcher,
@@ -26,6 +28,7 @@ from tests.faults.support import (
     mib,
     record_result,
 )
+from tests.integration import worker_support
 from tests.integration.worker_support import (
     BSTREAM,
     TEST_KEY,
@@ -113,7 +116,8 @@ def event(user: str, i: int, item: str = "item") -> tuple[bytes, bytes]:
 def test_a_failing_inference_batch_is_retried_then_dead_lettered_and_others_go_on(
     broker: EmbeddedBroker, tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BSTREAM_FAULT_INJECT_ITEM", POISON_ITEM)
+    monkeypatch.setenv(faultinject.ENV, POISON_ITEM)
+    monkeypatch.setattr(worker_support, "BSTREAM", faultinject.faulty_bstream(tmp_path))
     wenv = new_env(broker.bootstrap)
     topic = wenv.settings.events_topic
     before = [event(f"a{u}", 1) for u in range(30)]

@@ -1,4 +1,4 @@
-"""The test-only inference fault hook: off by default; fails only windows holding the item."""
+"""The test-only inference fault hook (tests/faults): fails only windows holding the item."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from stream.faultinject import FaultInjectingModel, InjectedFault, maybe_inject
 from stream.settings import Settings
+from tests.faults.faultinject import FaultInjectingModel, InjectedFault, maybe_inject
 
 
 class Counting:
@@ -22,11 +22,11 @@ class Counting:
         return [{"purchase": 0.5} for _ in windows]
 
 
-def test_the_hook_is_off_by_default() -> None:
+def test_the_product_has_no_fault_switch_and_the_hook_is_off_without_an_item() -> None:
     model = Counting()
 
-    assert Settings().fault_inject_item is None
-    assert maybe_inject(model, Settings().fault_inject_item) is model
+    assert not [name for name in Settings.model_fields if "fault" in name]
+    assert maybe_inject(model, None) is model
 
 
 def test_only_batches_holding_the_item_fail_and_others_reach_the_model() -> None:
