@@ -180,7 +180,7 @@ def check_10() -> None:
 
 @pin("Producer._ensure_producer")
 def check_11() -> None:
-    producer = app("producer").producer
+    producer: Any = app("producer").producer  # the aiokafka driver's Producer
     method = type(producer)._ensure_producer
     assert params(method) == ["self"]
     assert inspect.signature(method).return_annotation in (
