@@ -16,6 +16,7 @@ from model.bundle import validate_bundle
 from model.export import synthetic_batch
 from model.metrics import roc_auc
 from model.runtime import Runtime, eager_probabilities
+from model.tiny import synthetic_windows
 
 ANCHOR = {
     "length": 64,
@@ -61,8 +62,6 @@ Sample = tuple[list[Any], list[float], str]  # windows, labels, where they come 
 
 
 def synthetic_sample(n: int = 512) -> Sample:
-    from model.tiny import synthetic_windows
-
     windows, labels = synthetic_windows(n, seed=123)
     return windows, labels, f"{n} synthetic windows (labels follow model.tiny's rule)"
 

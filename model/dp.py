@@ -45,6 +45,7 @@ def planned_steps(epochs: float, batches_per_epoch: int) -> int:
 
 def noise_for(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
     """Gaussian noise multiplier that spends (epsilon, delta) in `steps` Poisson-sampled steps."""
+    # Lazy (here and below): opacus loads only when DP is on; eval imports this module for a line.
     from opacus.accountants.utils import get_noise_multiplier
 
     if epsilon <= 0 or not 0 < delta < 1:

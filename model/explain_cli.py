@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from schemas.formats import FORMAT_NAMES
+from schemas.formats import FORMAT_NAMES, FormatError, read_events
 
 BAR_WIDTH = 24
 METHOD_NOTE = {
@@ -111,9 +111,9 @@ def explain(
     device: str,
     as_json: bool,
 ) -> None:
+    # Lazy: torch loads when the command runs, not for `bstream explain --help`.
     from model.explain import Explainer, top_reasons
     from model.runtime import BundleError, Runtime
-    from schemas.formats import FormatError, read_events
 
     try:
         runtime = Runtime.load(bundle, device=device)

@@ -21,6 +21,7 @@ from typing import Any
 import click
 import numpy as np
 
+from model.data import load_data
 from model.explain import METHODS, Explainer, Window, kept_events, without
 from model.runtime import Runtime
 
@@ -111,7 +112,6 @@ def measure(
 
 def sample_test_windows(runtime: Runtime, path: Path, fmt: str, n: int, seed: int) -> list[Window]:
     """n test-split prefix windows (time split as in training) drawn with a fixed seed."""
-    from model.data import load_data
 
     data = load_data(path, fmt)
     test = data.split("test")

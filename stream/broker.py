@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from confluent_kafka.admin import AdminClient
+
 READY_TIMEOUT_S = 30.0
 
 
@@ -58,8 +60,6 @@ def _port_open(host: str, port: int) -> bool:
 
 
 def _metadata_ok(bootstrap: str) -> bool:
-    from confluent_kafka.admin import AdminClient
-
     try:
         AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
     except Exception:

@@ -17,6 +17,8 @@ import os
 import socket
 from typing import Any
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
 from stream.app import StreamApp
 from stream.clock import now_ms
 from stream.control import (
@@ -30,6 +32,7 @@ from stream.control import (
     parse_record,
     record_key,
 )
+from stream.highwater import true_end_offsets
 from stream.kafka import KafkaUnavailable, client_config
 from stream.metrics import Metrics
 from stream.privacy import Pseudonymizer
@@ -126,9 +129,6 @@ class EraseAgent:
 
 def _control_consumer(settings: Settings) -> tuple[Any, dict[int, int]]:
     """A consumer assigned to every control partition from the start, and their end offsets."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-
-    from stream.highwater import true_end_offsets
 
     topic = settings.control_topic
     conf = {

@@ -15,6 +15,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from confluent_kafka import Consumer, TopicPartition
+
 from stream.kafka import client_config
 from stream.settings import Settings
 
@@ -24,7 +26,6 @@ IDLE_S = 0.25
 
 def true_end_offsets(settings: Settings, reported: Mapping[Any, int]) -> dict[Any, int]:
     """For each TP (any object with .topic and .partition) the offset after its last record."""
-    from confluent_kafka import Consumer, TopicPartition
 
     ends = dict(reported)
     probe = {

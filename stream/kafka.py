@@ -10,6 +10,9 @@ import logging
 import socket
 from typing import Any, Literal
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
 from stream.settings import Settings
 
 # murmur2 matches aiokafka/Faust and the Java client, so windows stay co-partitioned with events
@@ -91,8 +94,6 @@ def check_reachable(bootstrap: str, timeout: float = 2.0) -> None:
 
 def topic_partitions(settings: Settings, topics: list[str], timeout: float = 5.0) -> dict[str, int]:
     """Partition count per existing topic; KafkaUnavailable when the broker cannot be reached."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
 
     check_reachable(settings.bootstrap)
     admin = AdminClient(admin_config(settings))

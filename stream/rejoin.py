@@ -20,6 +20,8 @@ import logging
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from stream.kafka import KafkaUnavailable, topic_partitions
+
 log = logging.getLogger("bstream.rejoin")
 BOOKKEEPING = ("_read_offset", "_committed_offset", "_acked", "_acked_index", "_gap")
 
@@ -43,7 +45,6 @@ def forget(consumer: Any, assigned: Any, next_offset: MutableMapping[int, int], 
 
 def topic_checker(settings: Any) -> Callable[[str], bool]:
     """A blocking `exists(topic)` on the broker; True when it cannot tell (unreachable again)."""
-    from stream.kafka import KafkaUnavailable, topic_partitions
 
     def exists(name: str) -> bool:
         try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaException, Producer
 from tqdm import tqdm
 
 from schemas.formats import CSV_FORMATS, Row, event_json, read_rows
@@ -200,8 +201,6 @@ def _produce(
     summary: ReplaySummary,
     callback: Any,
 ) -> None:
-    from confluent_kafka import KafkaException
-
     while True:
         try:
             producer.produce(topic, value, key, on_delivery=callback)
@@ -215,7 +214,6 @@ def _produce(
 
 def replay_file(path: Path, fmt: str, settings: Settings, options: ReplayOptions) -> ReplaySummary:
     """Send every row of `path` to `options.topic` in file order, keyed by user id."""
-    from confluent_kafka import Producer
 
     rows = read_rows(path, fmt)  # a generator: a bad path or format raises FormatError on first use
     summary = ReplaySummary()

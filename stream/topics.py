@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
 from stream.kafka import KafkaUnavailable, admin_config, check_reachable
 from stream.settings import Settings
 
@@ -44,8 +47,6 @@ def create_topics(
     settings: Settings, specs: list[TopicSpec], timeout: float = 10.0
 ) -> dict[str, Outcome]:
     """Create each topic unless it exists; returns name -> "created" | "exists"."""
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
 
     check_reachable(settings.bootstrap)
     admin = AdminClient(admin_config(settings))
