@@ -12,7 +12,7 @@ from stream.rejoin import forget
 
 def consumer_with_marks(*tps: TP) -> Any:
     """Faust's real consumer (never started) with read/commit/ack marks for `tps`."""
-    consumer = faust.App("rejoin-test", broker="kafka://127.0.0.1:1").consumer
+    consumer: Any = faust.App("rejoin-test", broker="kafka://127.0.0.1:1").consumer
     for tp in tps:
         consumer._read_offset[tp] = 41
         consumer._committed_offset[tp] = 40
