@@ -18,7 +18,7 @@ import faust
 from faust import streams as faust_streams
 from faust.types import EventT, TopicT
 
-from stream import faustpatch
+from stream import faustpatch, recovery
 from stream.publish import OutRecord
 from stream.settings import Settings
 
@@ -116,6 +116,7 @@ def broker_credentials(settings: Settings) -> Any:
 
 
 faustpatch.install()  # 100 ms fetch wait, eager hand-over of fetched messages (measured)
+recovery.forbid_topic_auto_creation()  # no client write may create a topic (DESIGN pitfall 12)
 
 
 def create_app(settings: Settings, partitions: int | None = None) -> StreamApp:
