@@ -147,6 +147,11 @@ class Metrics:
             "Changelog records skipped by a stalled recovery (recovery_stall_action=continue)",
             registry=r,
         )
+        self.unchanged_windows = Counter(
+            "bstream_unchanged_windows_total",
+            "User updates whose events the window already held (replays): no new prediction",
+            registry=r,
+        )
         self.health = Health()
         self._prime()
 
