@@ -52,6 +52,14 @@ def stall_line(log: str) -> re.Match[str] | None:
     return STALL_LINE.search(log)
 
 
+def metric(worker: WorkerProcess, name: str) -> float:
+    """The metric's value; 0 while the worker does not serve /metrics yet (loading its model)."""
+    try:
+        return worker.metric(name)
+    except OSError:
+        return 0.0
+
+
 def test_watchdog_exits_or_continues_when_recovery_cannot_progress(
     tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,7 +109,7 @@ def test_watchdog_exits_or_continues_when_recovery_cannot_progress(
         workers.append(going)
         going.start()
         wait_for(
-            lambda: going.metric("bstream_recovery_unrestored_records_total") > 0,
+            lambda: metric(going, "bstream_recovery_unrestored_records_total") > 0,
             STALL_S + 180,
             "the watchdog to continue",
         )
