@@ -90,7 +90,7 @@ def test_watchdog_exits_or_continues_when_recovery_cannot_progress(
         wait_for(
             lambda: (
                 stuck.proc.poll() is not None  # type: ignore[union-attr]
-                or stuck.metric("bstream_recovery_remaining_offsets") > 0
+                or metric(stuck, "bstream_recovery_remaining_offsets") > 0
             ),
             180,
             "recovery to report offsets left",
