@@ -1,12 +1,12 @@
-"""A TCP proxy in front of the embedded broker that can hold one client's Fetch requests.
+"""A TCP proxy in front of the embedded broker that can starve one client's fetches.
 
 The broker advertises the proxy's address, so every client connects through it. While `hold` is
-on, the first Fetch (Kafka API key 1) from a client whose client id starts with the given prefix
-is not forwarded, and nothing after it on that connection either (Kafka answers a connection's
-requests in order, so skipping just the Fetch would break the protocol). Other connections keep
-working: the group coordinator's heartbeats, the producers, the other clients. That is a changelog
-partition that stops delivering while the broker itself stays up, as a stuck leader or a wedged
-fetch session would.
+on, each Fetch (Kafka API key 1) from a client whose client id starts with the given prefix gets
+an empty, well-formed Fetch response from the proxy (after FETCH_WAIT_S, as a broker's fetch wait
+would) instead of reaching the broker. Every other request, on that connection too, still goes to
+the broker (ListOffsets, metadata, the coordinator's heartbeats), and answers keep their order.
+That is a partition that stops delivering records while the broker itself answers: a stuck
+leader, a wedged fetch session, a broker reporting offsets it cannot serve.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 
 from stream.broker import free_port
 
 FETCH = 1
+FETCH_WAIT_S = 0.5
 
 
 def _read_exact(sock: socket.socket, n: int) -> bytes | None:
@@ -32,12 +34,36 @@ def _read_exact(sock: socket.socket, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def request_info(frame: bytes) -> tuple[int, str]:
-    """(api key, client id) of one request frame (without its length prefix)."""
-    api_key = struct.unpack(">h", frame[0:2])[0]
+def request_info(frame: bytes) -> tuple[int, int, int, str]:
+    """(api key, api version, correlation id, client id) of a request frame (no length prefix)."""
+    api_key, version, correlation = struct.unpack(">hhi", frame[0:8])
     (id_len,) = struct.unpack(">h", frame[8:10])
     client_id = frame[10 : 10 + id_len].decode(errors="replace") if id_len > 0 else ""
-    return api_key, client_id
+    return api_key, version, correlation, client_id
+
+
+def empty_fetch_response(version: int, correlation: int) -> bytes:
+    """A Fetch response (v0-v11, the non-flexible ones) with no topics, length-prefixed."""
+    if version > 11:
+        raise ValueError(f"Fetch v{version} is not supported by this proxy")
+    body = struct.pack(">i", correlation)
+    if version >= 1:
+        body += struct.pack(">i", 0)  # throttle_time_ms
+    if version >= 7:
+        body += struct.pack(">hi", 0, 0)  # error_code, session_id
+    body += struct.pack(">i", 0)  # responses: an empty array
+    return struct.pack(">i", len(body)) + body
+
+
+class _Link:
+    """One client connection and its upstream twin, with the requests awaiting an answer."""
+
+    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.client, self.upstream = client, upstream
+        self.lock = threading.Lock()
+        self.outstanding = 0
+        self.drained = threading.Event()
+        self.drained.set()
 
 
 class FetchHoldingProxy:
@@ -47,10 +73,8 @@ class FetchHoldingProxy:
         self.host = host
         self.port = free_port(host)
         self.upstream = (host, upstream_port)
-        self.held = 0  # connections currently held
+        self.starved = 0  # Fetch requests answered empty so far
         self._prefix: str | None = None
-        self._released = threading.Event()
-        self._released.set()
         self._server = socket.create_server((host, self.port))
         self._sockets: list[socket.socket] = [self._server]
         self._closed = False
@@ -61,14 +85,12 @@ class FetchHoldingProxy:
         return f"{self.host}:{self.port}"
 
     def hold(self, client_prefix: str) -> None:
-        """From now on, stall connections of clients whose id starts with `client_prefix`."""
+        """From now on, starve the fetches of clients whose id starts with `client_prefix`."""
         self._prefix = client_prefix
-        self._released.clear()
 
     def release(self) -> None:
-        """Forward everything that was held, and stop holding."""
+        """Forward fetches again."""
         self._prefix = None
-        self._released.set()
 
     def _accept(self) -> None:
         while not self._closed:
@@ -83,32 +105,49 @@ class FetchHoldingProxy:
                 continue
             upstream.settimeout(None)
             self._sockets += [client, upstream]
-            threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._responses, args=(upstream, client), daemon=True).start()
+            link = _Link(client, upstream)
+            threading.Thread(target=self._requests, args=(link,), daemon=True).start()
+            threading.Thread(target=self._responses, args=(link,), daemon=True).start()
 
-    def _requests(self, client: socket.socket, upstream: socket.socket) -> None:
-        with contextlib.suppress(OSError):
+    def _requests(self, link: _Link) -> None:
+        with contextlib.suppress(OSError, ValueError):
             while True:
-                size = _read_exact(client, 4)
+                size = _read_exact(link.client, 4)
                 if size is None:
                     break
-                frame = _read_exact(client, struct.unpack(">i", size)[0])
+                frame = _read_exact(link.client, struct.unpack(">i", size)[0])
                 if frame is None:
                     break
-                api_key, client_id = request_info(frame)
+                api_key, version, correlation, client_id = request_info(frame)
                 prefix = self._prefix
                 if api_key == FETCH and prefix is not None and client_id.startswith(prefix):
-                    self.held += 1
-                    self._released.wait()
-                    self.held -= 1
-                upstream.sendall(size + frame)
-        self._close(client, upstream)
+                    link.drained.wait()  # earlier answers first: a connection's answers keep order
+                    time.sleep(FETCH_WAIT_S)
+                    with link.lock:
+                        link.client.sendall(empty_fetch_response(version, correlation))
+                    self.starved += 1
+                    continue
+                with link.lock:
+                    link.outstanding += 1
+                    link.drained.clear()
+                link.upstream.sendall(size + frame)
+        self._close(link.client, link.upstream)
 
-    def _responses(self, upstream: socket.socket, client: socket.socket) -> None:
+    def _responses(self, link: _Link) -> None:
         with contextlib.suppress(OSError):
-            while data := upstream.recv(65536):
-                client.sendall(data)
-        self._close(client, upstream)
+            while True:
+                size = _read_exact(link.upstream, 4)
+                if size is None:
+                    break
+                frame = _read_exact(link.upstream, struct.unpack(">i", size)[0])
+                if frame is None:
+                    break
+                with link.lock:
+                    link.client.sendall(size + frame)
+                    link.outstanding -= 1
+                    if link.outstanding <= 0:
+                        link.drained.set()
+        self._close(link.client, link.upstream)
 
     @staticmethod
     def _close(*socks: socket.socket) -> None:
@@ -120,5 +159,4 @@ class FetchHoldingProxy:
     def close(self) -> None:
         """Stop accepting and drop every connection."""
         self._closed = True
-        self._released.set()
         self._close(*self._sockets)

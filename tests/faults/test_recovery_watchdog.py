@@ -1,6 +1,6 @@
 """A changelog recovery that cannot progress: the watchdog fires, says so, and acts.
 
-A worker fills its windows changelog and stops. A proxy in front of the broker then holds every
+A worker fills its windows changelog and stops. A proxy in front of the broker then starves every
 Fetch of the restarted worker's Faust client (tests/faults/kafkaproxy.py): the changelog reports
 records that recovery can never read, while the broker, the group coordinator and the producers
 keep working. With `BSTREAM_RECOVERY_STALL_S` set low:
