@@ -172,7 +172,15 @@ def install(app: Any, changelog: str, metrics: Any, stall_s: float, action: Acti
     tracker = StallTracker(stall_s)
     state = {"stalled": False, "skipped": 0}
 
-    @app.task  # type: ignore[misc]
+    running: list[asyncio.Future[None]] = []  # keeps a reference to the watching task
+
+    # Faust starts app tasks and timers only after the first recovery completed, so the watch
+    # starts with the first partition assignment, which comes before any recovery.
+    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    async def start_watching(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        if not running:
+            running.append(asyncio.ensure_future(watch_recovery()))
+
     async def watch_recovery() -> None:
         seen: set[int] = set()
         while True:
