@@ -11,7 +11,7 @@ True
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -55,6 +55,7 @@ class Health:
     partitions_assigned: int = 0
     broker_up: bool = False
     model_version: str = ""
+    recovery: dict[str, Any] = field(default_factory=dict)  # stream/recovery.py health_detail
 
     @property
     def ready(self) -> bool:
@@ -69,6 +70,7 @@ class Health:
             "model_version": self.model_version,
             "partitions_assigned": self.partitions_assigned,
             "broker_up": self.broker_up,
+            "recovery": self.recovery,
         }
 
 
@@ -130,6 +132,26 @@ class Metrics:
             "bstream_ready", "1 when the model is loaded and partitions assigned", registry=r
         )
         self.broker_up = Gauge("bstream_broker_up", "1 when the broker is reachable", registry=r)
+        # changelog recovery (stream/recovery.py)
+        self.recovery_remaining = Gauge(
+            "bstream_recovery_remaining_offsets",
+            "Changelog offsets left to restore per partition (0 when not recovering)",
+            ["partition"],
+            registry=r,
+        )
+        self.recovery_stalled = Gauge(
+            "bstream_recovery_stalled", "1 while changelog recovery has stalled", registry=r
+        )
+        self.recovery_unrestored = Counter(
+            "bstream_recovery_unrestored_records_total",
+            "Changelog records skipped by a stalled recovery (recovery_stall_action=continue)",
+            registry=r,
+        )
+        self.unchanged_windows = Counter(
+            "bstream_unchanged_windows_total",
+            "User updates whose events the window already held (replays): no new prediction",
+            registry=r,
+        )
         self.health = Health()
         self._prime()
 

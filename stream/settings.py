@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9464, ge=0, le=65535)
     naive: bool = False  # one inference and one table write per event (benchmark baseline)
 
+    # Changelog recovery watchdog (stream/recovery.py; Kafka Streams' task.timeout.ms)
+    recovery_stall_s: float = Field(180.0, gt=0, description="no recovery progress for this long")
+    recovery_stall_action: Literal["exit", "continue"] = "exit"
+
     # Model
     model: Path | None = None  # bundle directory
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -43,6 +43,7 @@ from stream.windows import (
     decode_window,
     encode_window,
     entry_from_event,
+    unchanged,
 )
 
 log = logging.getLogger("bstream.worker")
@@ -84,7 +85,8 @@ class Job:
 
     targets: list[Target]
     events: list[EventT]
-    changelog: list[Awaitable[Any]]  # the windows' changelog records (acked before events)
+    changelog: list[OutRecord]  # the windows' changelog records, sent once predictions are acked
+    tick: int = 0  # the table's removal tick when the windows were written
 
 
 class StreamWorker:
@@ -152,12 +154,12 @@ class StreamWorker:
             await self.dead_letter(letters)
         for group in plan_groups(items, self.settings.naive):
             changelog: list[OutRecord] = []
-            targets = [
+            updated = [
                 self.update_window(update, events[update.refs[-1]], changelog) for update in group
             ]
+            targets = [target for target in updated if target is not None]
             refs = [events[ref] for update in group for ref in update.refs]
-            acks = await self.publisher.enqueue(self.changelog_topic, changelog)
-            job = Job(targets, refs, acks)
+            job = Job(targets, refs, changelog, self.sapp.windows.tick)
             for event in job.events:
                 event.message.incref()  # released in finish(), after the broker acks
             await self.queue.put(job)
@@ -171,12 +173,20 @@ class StreamWorker:
         for reason, n in Counter(d.code for d in letters).items():
             m.invalid.labels(reason=reason).inc(n)
 
-    def update_window(self, update: UserUpdate, last: EventT, changelog: list[OutRecord]) -> Target:
-        """Apply a user's new entries; store the window once and add its changelog record."""
+    def update_window(
+        self, update: UserUpdate, last: EventT, changelog: list[OutRecord]
+    ) -> Target | None:
+        """Apply a user's new entries; store the window once and add its changelog record.
+
+        None when the window already held every entry (a replay after a crash, a redelivery): it
+        stays as it is and gets no new prediction, since the one for it went out before its
+        changelog record was written (see `release`).
+        """
         table, s = self.sapp.windows, self.settings
         stored = table.data.get(update.key)  # the store itself: no KeyError round trip, no sensors
+        previous = decode_window(stored) if stored is not None else None
         applied = apply_events(
-            decode_window(stored) if stored is not None else None,
+            previous,
             update.entries,
             partition=update.partition,
             now_ms=now_ms(),
@@ -185,6 +195,9 @@ class StreamWorker:
         )
         if applied.duplicates:
             self.metrics.duplicates.inc(applied.duplicates)
+        if unchanged(previous, applied):
+            self.metrics.unchanged_windows.inc()
+            return None
         if stored is None:
             self.metrics.active_windows.inc()
         value = encode_window(applied.window)
@@ -230,10 +243,14 @@ class StreamWorker:
         MAX_UNACKED_JOBS jobs wait for acks (backpressure when the broker is slow).
         """
         unacked: deque[asyncio.Future[None]] = deque()
+        turn: asyncio.Future[None] | None = None  # the previous job's changelog handed over
         while True:
             job = await self.queue.get()
             try:
-                released = asyncio.ensure_future(self.release(job, await self.publish(job)))
+                published = await self.publish(job)
+                mine = asyncio.get_running_loop().create_future()
+                released = asyncio.ensure_future(self.release(job, published, turn, mine))
+                turn = mine
                 released.add_done_callback(self._stop_on_failure)
                 unacked.append(released)
                 while len(unacked) > MAX_UNACKED_JOBS or (unacked and unacked[0].done()):
@@ -246,6 +263,8 @@ class StreamWorker:
 
     async def publish(self, job: Job) -> Published:
         """Infer (with retries), then hand the predictions, or the events' dead letters, over."""
+        if not job.targets:
+            return Published([])  # every window already held its events: nothing to predict
         records = await self.predict(job.targets)
         if records is None:
             letters = [_inference_letter(e) for e in job.events]
@@ -253,9 +272,33 @@ class StreamWorker:
         topic = self.settings.predictions_topic
         return Published(await self.publisher.enqueue(topic, records), predictions=len(records))
 
-    async def release(self, job: Job, published: Published) -> None:
-        """Once the broker acked the job's output and windows: count, then let offsets commit."""
-        await asyncio.gather(*published.acks, *job.changelog)
+    async def release(
+        self,
+        job: Job,
+        published: Published,
+        turn: asyncio.Future[None] | None = None,
+        mine: asyncio.Future[None] | None = None,
+    ) -> None:
+        """Predictions acked, then the windows' changelog, then count and let offsets commit.
+
+        The changelog record of a window goes out only after the broker acked the prediction for
+        it, so a window restored after a crash always had its prediction published: a replayed
+        event it already holds needs none (`update_window`). Jobs hand their records over in
+        order (`turn`), so a key's newer window cannot be overtaken by an older one; a key erased
+        or expired since is left out, so its tombstone stays last.
+        """
+        try:
+            await asyncio.gather(*published.acks)
+            if turn is not None:
+                await turn
+            table = self.sapp.windows
+            records = table.still_current(job.changelog, job.tick)
+            changelog = await self.publisher.enqueue(self.changelog_topic, records)
+            table.forget_removals(job.tick)
+        finally:
+            if mine is not None and not mine.done():
+                mine.set_result(None)
+        await asyncio.gather(*changelog)
         done = time.monotonic()
         if published.letters:
             self._count_letters(published.letters)

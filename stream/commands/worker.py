@@ -67,7 +67,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Build everything from settings and run until SIGTERM/SIGINT."""
     import faust
 
-    from stream import highwater, logthrottle, rejoin
+    from stream import highwater, logthrottle, recovery, rejoin
     from stream.app import create_app
     from stream.erasure import install_erasure
     from stream.kafka import KafkaUnavailable
@@ -111,6 +111,10 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         sapp.events.get_topic_name(),
         sapp.windows.changelog_topic.get_topic_name(),
         rejoin.topic_checker(settings),
+    )
+    changelog = sapp.windows.changelog_topic.get_topic_name()
+    recovery.install(
+        sapp.app, changelog, metrics, settings.recovery_stall_s, settings.recovery_stall_action
     )
     try:
         eraser = install_erasure(sapp, settings, pseudonymizer, metrics, worker.publisher)
