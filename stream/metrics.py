@@ -55,6 +55,8 @@ class Health:
     partitions_assigned: int = 0
     broker_up: bool = False
     model_version: str = ""
+    instance_id: str = ""  # launchers compare it with the process they started
+    pid: int = 0
 
     @property
     def ready(self) -> bool:
@@ -69,6 +71,8 @@ class Health:
             "model_version": self.model_version,
             "partitions_assigned": self.partitions_assigned,
             "broker_up": self.broker_up,
+            "instance_id": self.instance_id,
+            "pid": self.pid,
         }
 
 
