@@ -81,6 +81,8 @@ def replay(
         raise click.UsageError("give either --rate or --speedup, not both")
     if not path.is_file():
         raise click.ClickException(f"no such file: {path}")
+    if path.stat().st_size == 0:
+        raise click.ClickException(f"nothing to replay: {path} is empty")
     if not send_invalid:
         checks.format_matches(path, fmt, strict=False)
     settings = load_settings(bootstrap=bootstrap)

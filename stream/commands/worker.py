@@ -35,6 +35,7 @@ def _load_model(settings: Settings) -> Any:
 
     # The event loop needs a core of its own: intra-op threads that take every core stall it.
     torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 2) - 1))
+    assert settings.model is not None  # preflight checked it
     try:
         return Runtime.load(settings.model, device=settings.device, quantize=settings.quantize)
     except (BundleError, ValueError) as exc:
