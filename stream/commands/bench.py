@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from stream.commands.common import load_settings
+from stream.commands import checks
+from stream.commands.common import env_default, load_settings
 
 QUICK: dict[str, Any] = {
     "events": 3_000,
@@ -29,9 +31,13 @@ QUICK: dict[str, Any] = {
 @click.option(
     "--bundle",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Model bundle  [$BSTREAM_MODEL, else the newest .bstream/bundles/*, else a tiny one]",
+    help="Model bundle  [default: $BSTREAM_MODEL, newest .bstream/bundles/*, or a tiny one]",
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Device  [auto]")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    help=f"Device  {env_default('device')}",
+)
 @click.option(
     "--data",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -40,10 +46,10 @@ QUICK: dict[str, Any] = {
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["taobao", "jsonl", "rees46"]),
-    default="taobao",
+    type=click.Choice(["jsonl", "taobao", "rees46"]),
+    default="jsonl",
     show_default=True,
-    help="Format of --data.",
+    help="Format of --data (the default data is the Taobao slice, read as taobao).",
 )
 @click.option(
     "--events",
@@ -83,8 +89,16 @@ QUICK: dict[str, Any] = {
 @click.option(
     "--memory-users", type=click.IntRange(min=1), help="Users for memory  [100000; quick 3000]"
 )
-@click.option("--max-batch", type=click.IntRange(min=1), help="Worker max batch  [256]")
-@click.option("--max-delay-ms", type=click.IntRange(min=1), help="Worker max delay  [200]")
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    help=f"Worker max batch  {env_default('max_batch')}",
+)
+@click.option(
+    "--max-delay-ms",
+    type=click.IntRange(min=1),
+    help=f"Worker max delay  {env_default('max_delay_ms')}",
+)
 @click.option(
     "--torch-threads",
     type=click.IntRange(min=1),
@@ -107,7 +121,9 @@ QUICK: dict[str, Any] = {
     "--intake-events", type=click.IntRange(min=1), help="Intake run size  [60000; quick 3000]"
 )
 @click.option("--skip-intake", is_flag=True, help="Skip the high-coalescing intake run.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bars  [default: on a terminal]"
+)
 def bench(
     bundle: Path | None,
     device: str | None,
@@ -132,20 +148,27 @@ def bench(
     intake_users: int,
     intake_events: int | None,
     skip_intake: bool,
-    progress: bool,
+    progress: bool | None,
 ) -> None:
+    settings = load_settings(device=device, max_batch=max_batch, max_delay_ms=max_delay_ms)
+    if data is not None and not data.is_file():
+        raise click.ClickException(f"no such file: {data}")
+    if data is not None:
+        checks.format_matches(data, fmt)
+    bundle = bundle or (None if quick else settings.model)  # --quick: the tiny bundle
+    if bundle is not None and not (bundle / "bundle.json").is_file():
+        raise click.ClickException(f"not a model bundle (no bundle.json): {bundle}")
+    if json_path is not None:
+        checks.out_file(json_path, "--json")
+    if out is not None:
+        checks.out_dir(out, "--out")
+
     from stream.bench.data import default_data_path
     from stream.bench.runner import BenchOptions, run_bench
     from stream.bench.workerproc import BenchError
     from stream.broker import BrokerError
     from stream.kafka import KafkaUnavailable
 
-    settings = load_settings(device=device, max_batch=max_batch, max_delay_ms=max_delay_ms)
-    if data is not None and not data.is_file():
-        raise click.ClickException(f"no such file: {data}")
-    bundle = bundle or (None if quick else settings.model)  # --quick: the tiny bundle
-    if bundle is not None and not (bundle / "bundle.json").is_file():
-        raise click.ClickException(f"not a model bundle (no bundle.json): {bundle}")
     repo = Path.cwd()
     if profile:
         from stream.bench.profile import py_spy
@@ -172,7 +195,7 @@ def bench(
         skip_memory=skip_memory,
         intake_users=intake_users,
         skip_intake=skip_intake,
-        progress=progress,
+        progress=progress if progress is not None else sys.stderr.isatty(),
     )
     given = {
         "events": events,
