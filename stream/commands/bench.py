@@ -41,7 +41,7 @@ QUICK: dict[str, Any] = {
 @click.option(
     "--data",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Event file  [../shared/data/taobao/UserBehavior_timeslice_110k.csv, else simulated]",
+    help="Event file  [default: the shared Taobao 110k slice if present, else simulated]",
 )
 @click.option(
     "--format",
@@ -54,7 +54,7 @@ QUICK: dict[str, Any] = {
 @click.option(
     "--events",
     type=click.IntRange(min=10),
-    help="Max-rate run size  [all 110300, or ~120 s of model time if slower; quick 3000]",
+    help="Max-rate run size  [default: all, or ~120 s of model time; --quick: 3000]",
 )
 @click.option(
     "--quick", is_flag=True, help="Smoke run (< 3 min on 2 cores): tiny bundle, short phases."
@@ -63,18 +63,22 @@ QUICK: dict[str, Any] = {
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Report JSON path; Markdown and PNG go next to it  [OUT/bench.json]",
+    help="Report JSON path; Markdown and PNG go next to it  [default: OUT/bench.json]",
 )
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for worker and broker logs  [the --json folder, else bench-report]",
+    help="Folder for worker and broker logs  [default: the --json folder, or bench-report]",
 )
 @click.option(
-    "--naive-events", type=click.IntRange(min=1), help="Naive run size  [2000; quick 300]"
+    "--naive-events",
+    type=click.IntRange(min=1),
+    help="Naive run size  [default: 2000; --quick: 300]",
 )
 @click.option(
-    "--naive-seconds", type=click.FloatRange(min=1), help="Naive run time cap  [120; quick 30]"
+    "--naive-seconds",
+    type=click.FloatRange(min=1),
+    help="Naive run time cap (s)  [default: 120; --quick: 30]",
 )
 @click.option(
     "--load-fraction",
@@ -84,10 +88,14 @@ QUICK: dict[str, Any] = {
     help="Fixed load as a fraction of the measured max events/s.",
 )
 @click.option(
-    "--load-seconds", type=click.FloatRange(min=1), help="Fixed-load run length  [20; quick 4]"
+    "--load-seconds",
+    type=click.FloatRange(min=1),
+    help="Fixed-load run length (s)  [default: 20; --quick: 4]",
 )
 @click.option(
-    "--memory-users", type=click.IntRange(min=1), help="Users for memory  [100000; quick 3000]"
+    "--memory-users",
+    type=click.IntRange(min=1),
+    help="Users for memory  [default: 100000; --quick: 3000]",
 )
 @click.option(
     "--max-batch",
@@ -102,7 +110,7 @@ QUICK: dict[str, Any] = {
 @click.option(
     "--torch-threads",
     type=click.IntRange(min=1),
-    help="torch intra-op threads, for the ceiling and the workers  [torch default]",
+    help="torch intra-op threads, for the ceiling and the workers  [default: torch's]",
 )
 @click.option(
     "--profile", is_flag=True, help="py-spy the optimized worker (needs py-spy installed)."
@@ -118,7 +126,9 @@ QUICK: dict[str, Any] = {
     help="Users in the high-coalescing intake run.",
 )
 @click.option(
-    "--intake-events", type=click.IntRange(min=1), help="Intake run size  [60000; quick 3000]"
+    "--intake-events",
+    type=click.IntRange(min=1),
+    help="Intake run size  [default: 60000; --quick: 3000]",
 )
 @click.option("--skip-intake", is_flag=True, help="Skip the high-coalescing intake run.")
 @click.option(
