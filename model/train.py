@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -213,7 +214,10 @@ def train_model(
     )
     checkpoints = Checkpoints(cfg.average_top)
     best_pr, bad_evals, step = -1.0, 0, 0
-    bar = tqdm(total=total, desc="train", unit="step", mininterval=2.0)
+    # A bar on a terminal only; a log gets just the one line per validation (tqdm.write).
+    bar = tqdm(
+        total=total, desc="train", unit="step", mininterval=2.0, disable=not sys.stderr.isatty()
+    )
     result.stopped = "completed"
     while step < total and not result.stopped.startswith(("time", "early")):
         for batch in loader:
@@ -225,7 +229,8 @@ def train_model(
             schedule.step()
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", best_pr=f"{best_pr:.3f}")
+            shown = {"best_pr": f"{best_pr:.3f}"} if best_pr >= 0 else {}  # none before val
+            bar.set_postfix(loss=f"{loss.item():.3f}", **shown)
             last = step >= total or budget.over()
             if step % cfg.eval_every == 0 or last:
                 val_logit = score(model, encoder, val_enc)[:, 0]

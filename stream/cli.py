@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import sys
+from typing import Any
 
 import click
 
@@ -57,8 +59,42 @@ HELP = {
 }
 
 
+def error_line(exc: click.ClickException) -> str:
+    """The one line a failed command prints: `Error: ...`, with a help hint for usage errors."""
+    message = " ".join(exc.format_message().split())
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        message += f" (see '{exc.ctx.command_path} --help')"
+    return f"Error: {message}"
+
+
 class LazyGroup(click.Group):
     """A click group that imports a subcommand's module only when that subcommand runs."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        standalone_mode: bool = True,
+        **kw: Any,
+    ) -> Any:
+        """Like click's, but every failure is one `Error: ...` line on stderr (no usage block)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, standalone_mode=False, **kw)
+        try:
+            code = super().main(args, prog_name, standalone_mode=False, **kw)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # `bstream` or `bstream topics` alone: the help text, as click does
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(error_line(exc), err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)

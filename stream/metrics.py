@@ -56,6 +56,8 @@ class Health:
     broker_up: bool = False
     model_version: str = ""
     recovery: dict[str, Any] = field(default_factory=dict)  # stream/recovery.py health_detail
+    instance_id: str = ""  # launchers compare it with the process they started
+    pid: int = 0
 
     @property
     def ready(self) -> bool:
@@ -71,6 +73,8 @@ class Health:
             "partitions_assigned": self.partitions_assigned,
             "broker_up": self.broker_up,
             "recovery": self.recovery,
+            "instance_id": self.instance_id,
+            "pid": self.pid,
         }
 
 

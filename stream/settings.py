@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".bstream/worker")
     metrics_port: int = Field(9464, ge=0, le=65535)
     naive: bool = False  # one inference and one table write per event (benchmark baseline)
+    instance_id: str | None = None  # /health reports it (default: random); launchers check it
 
     # Changelog recovery watchdog (stream/recovery.py; Kafka Streams' task.timeout.ms)
     recovery_stall_s: float = Field(180.0, gt=0, description="no recovery progress for this long")

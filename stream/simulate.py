@@ -84,7 +84,9 @@ class _User:
         self.user_id = f"u{index:06d}"
         self.seed, self.catalog, self.config = seed, catalog, config
         rng = self.rng
-        self.intent = rng.betavariate(1.2, 5.0)  # mean ~0.2, a few keen buyers
+        # Two kinds of shopper: ~30% keen buyers (intent ~0.4), the rest mostly browse (~0.08).
+        keen = rng.random() < 0.3
+        self.intent = rng.betavariate(4.0, 6.0) if keen else rng.betavariate(1.0, 12.0)
         self.favourites = rng.sample(range(len(catalog)), k=rng.randint(1, 3))
         self.price_tolerance = rng.lognormvariate(3.5, 0.7)  # prices well above this rarely sell
         self.cart: list[Item] = []
@@ -111,7 +113,14 @@ class _User:
     def buy_p(self, item: Item, intent: float, views: int) -> float:
         """Chance a carted item gets bought: intent, interest (repeat views) and price matter."""
         price_factor = 1.0 / (1.0 + (item.price / self.price_tolerance) ** 2)
-        return min(0.95, (0.15 + 1.2 * intent + 0.08 * min(views - 1, 3)) * price_factor)
+        return min(0.95, (0.05 + 1.4 * intent + 0.08 * min(views - 1, 3)) * price_factor)
+
+    def revisit(self, views: dict[str, int], intent: float) -> Item | None:
+        """A keen shopper often goes back to an item seen this session (comparing, deciding)."""
+        if not views or self.rng.random() >= 0.6 * intent:
+            return None
+        item_id = self.rng.choice(sorted(views))
+        return self.catalog[int(item_id[1:4])][int(item_id[4:])]  # ids are i<cat:3><index:4>
 
     def drift(self, category: int) -> int:
         """Usually stay in the category; sometimes move, mostly to a favourite."""
@@ -142,7 +151,7 @@ class _User:
 
     def session(self, number: int, ts: int) -> None:
         rng, config = self.rng, self.config
-        intent = min(1.0, self.intent * rng.lognormvariate(0, 0.5))
+        intent = min(1.0, self.intent * rng.lognormvariate(0, 0.3))
         category = rng.choice(self.favourites)
         views: dict[str, int] = {}
         checkout: Item | None = None  # a carted item the user has decided to buy soon
@@ -163,9 +172,10 @@ class _User:
                     return
                 continue
             category = self.drift(category)
-            item = self.pick_item(category)
+            item = self.revisit(views, intent) or self.pick_item(category)
             seen = views[item.item_id] = views.get(item.item_id, 0) + 1
-            self.emit("click" if rng.random() < 0.12 else "view", item, ts, number)
+            # Keen sessions show it: more clicks (detail pages) and more repeat views.
+            self.emit("click" if rng.random() < 0.04 + 0.5 * intent else "view", item, ts, number)
             ts, carted = self.react(item, seen, intent, ts, number)
             if carted and checkout is None and rng.random() < self.buy_p(item, intent, seen):
                 checkout = item

@@ -9,17 +9,26 @@ from pathlib import Path
 import click
 import orjson
 
+from stream.commands import checks
 from stream.simulate import simulate_events
 
 
 @click.command(help="Write synthetic behaviour events as JSONL (sorted by time; '-' for stdout).")
 @click.option("--users", type=click.IntRange(min=1), required=True, help="Number of users.")
-@click.option("--out", "out", type=click.Path(dir_okay=False, allow_dash=True), required=True)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    required=True,
+    help="JSONL file to write, or - for stdout.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same file.")
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar  [default: on a terminal]"
 )
 def simulate(users: int, out: str, seed: int, progress: bool | None) -> None:
+    if out != "-":
+        checks.out_file(Path(out), "--out")
     events = simulate_events(
         users, seed, progress=progress if progress is not None else sys.stderr.isatty()
     )

@@ -61,7 +61,7 @@ def test_eval_writes_the_report_json_with_every_model(
             str(report),
             "--out",
             str(tmp_path / "eval"),
-            "--bootstrap",
+            "--resamples",
             "50",
         ],  # fmt: skip
     )
