@@ -21,12 +21,12 @@ COMMANDS: dict[str, str] = {
     "demo": "stream.commands.demo:demo",
     "erase": "stream.commands.erase:erase",
     "bench": "stream.commands.bench:bench",
-    "train": "model.commands:train",
-    "eval": "model.commands:evaluate",
-    "export": "model.commands:export",
-    "bench-model": "model.commands:bench_model",
-    "explain": "model.commands:explain",
-    "ensemble": "model.commands:ensemble",
+    "train": "stream.commands.model:train",
+    "eval": "stream.commands.model:evaluate",
+    "export": "stream.commands.model:export",
+    "bench-model": "stream.commands.model:bench_model",
+    "explain": "stream.commands.model:explain",
+    "ensemble": "stream.commands.model:ensemble",
 }
 
 # Commands of the offline stack: they need an install extra (pyproject.toml); the rest need none.

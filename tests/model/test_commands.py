@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from model.bundle import read_meta
-from model.commands import bench_model, evaluate, export, train
+from stream.commands.model import bench_model, evaluate, export, train
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ from typing import Any
 
 import click
 
-from model.explain_cli import explain  # noqa: F401  (`bstream explain`, in its own module)
+from schemas.formats import FORMAT_NAMES
 from stream.commands import checks
 from stream.commands.common import env_default
-from schemas.formats import FORMAT_NAMES
+from stream.commands.explain import explain  # noqa: F401  (`bstream explain`, in its own module)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
