@@ -31,8 +31,11 @@ def assemble(
     memory: dict[str, Any],
     machine: dict[str, Any],
     started_at: str,
+    limit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report dict (the JSON file's content)."""
+    limit = limit or {}
+    hot, opt_limit = limit.get("intake") or {}, limit.get("optimized") or {}
     opt, naive, fixed = phases["optimized"], phases.get("naive", {}), phases.get("fixed_load", {})
     target_p99 = opts.max_delay_ms + 2 * ceiling["batch_ms_p50"]
     fixed_lat = fixed.get("latency_ms") or {}
@@ -53,6 +56,7 @@ def assemble(
         "ceiling": ceiling,
         "optimized": opt,
         "intake": phases.get("intake", {}),
+        "limit": limit,
         "naive": naive,
         "fixed_load": fixed,
         "memory": memory,
@@ -72,6 +76,14 @@ def assemble(
             "pipeline_over_ceiling_cpu": ratio(
                 opt["preds_per_cpu_s"], ceiling["best_preds_per_cpu_s"]
             ),
+            # Faust's intake as a fraction of the same work in a plain confluent-kafka loop
+            "intake_over_limit": ratio(
+                phases.get("intake", {}).get("events_per_s"), hot.get("events_per_s")
+            ),
+            "intake_over_limit_cpu": ratio(
+                phases.get("intake", {}).get("events_per_cpu_s"), hot.get("events_per_cpu_s")
+            ),
+            "optimized_over_limit": ratio(opt["events_per_s"], opt_limit.get("events_per_s")),
         },
         "peak_rss_mb": max(p["peak_rss_mb"] for p in phases.values()),
         "machine": machine,
@@ -241,7 +253,9 @@ def _phase_row(name: str, phase: Mapping[str, Any]) -> str:
 def ceiling_rows(ceiling: Mapping[str, Any]) -> list[str]:
     """The ceiling at the worker's torch threads and, when measured, at 1 thread."""
     rows = [(ceiling["torch_threads"], ceiling["preds_per_s"])]
-    if "preds_per_s_1_thread" in ceiling:
+    if "by_threads" in ceiling:
+        rows = [(r["threads"], r["preds_per_s"]) for r in ceiling["by_threads"]]
+    elif "preds_per_s_1_thread" in ceiling:
         rows.append((1, ceiling["preds_per_s_1_thread"]))
     best = ceiling["best_torch_threads"]
     return [
@@ -255,6 +269,38 @@ def ceiling_rows(ceiling: Mapping[str, Any]) -> list[str]:
         )
         for threads, rate in rows
     ]
+
+
+LIMITS = (
+    ("intake limit, plain confluent-kafka loop (high-coalescing events)", "intake"),
+    ("intake limit, plain confluent-kafka loop (max-rate run's events)", "optimized"),
+)
+
+
+def limit_rows(limit: Mapping[str, Any]) -> list[str]:
+    """The no-Faust loop's rows: events and events/s only (no model, no predictions)."""
+    return [
+        _row(
+            name,
+            _fmt(limit[key]["events"]),
+            _fmt(limit[key]["events_per_s"]),
+            "",
+            _fmt(limit[key]["events_per_cpu_s"]),
+            *[""] * 5,
+        )
+        for name, key in LIMITS
+        if limit.get(key)
+    ]
+
+
+def threads_lines(report: Mapping[str, Any]) -> list[str]:
+    """Torch threads the worker chose per run (stream.threads; mean of /metrics samples)."""
+    used = [
+        f"{key} {report[key]['inference_threads_mean']}"
+        for _, key in RUNS
+        if (report.get(key) or {}).get("inference_threads_mean") is not None
+    ]
+    return ["", "worker torch threads (mean of samples): " + ", ".join(used)] if used else []
 
 
 def markdown(report: Mapping[str, Any]) -> str:
@@ -277,6 +323,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         _row("---", *["---:"] * 8, ":---:"),
         *ceiling_rows(report["ceiling"]),
         *[_phase_row(name, report.get(key) or {}) for name, key in RUNS],
+        *limit_rows(report.get("limit") or {}),
         "",
         _row("ratio", "value"),
         _row("---", "---:"),
@@ -287,6 +334,16 @@ def markdown(report: Mapping[str, Any]) -> str:
             "pipeline / ceiling, predictions per CPU second",
             _fmt(r["pipeline_over_ceiling_cpu"], 3),
         ),
+        _row(
+            "intake (high coalescing) / intake limit, events/s", _fmt(r.get("intake_over_limit"), 3)
+        ),
+        _row(
+            "intake / intake limit, events per CPU second", _fmt(r.get("intake_over_limit_cpu"), 3)
+        ),
+        _row(
+            "optimized / intake limit (same events), events/s",
+            _fmt(r.get("optimized_over_limit"), 3),
+        ),
         "",
         _row("target", "measured", "met", "note"),
         _row("---", "---:", ":---:", "---"),
@@ -295,6 +352,7 @@ def markdown(report: Mapping[str, Any]) -> str:
             for t in report["targets"]
         ],
     ]
+    lines += threads_lines(report)
     mem = report["memory"]
     if mem:
         lines += [

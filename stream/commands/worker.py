@@ -33,8 +33,8 @@ def _load_model(settings: Settings) -> Any:
 
     from model.runtime import BundleError, Runtime
 
-    # The event loop needs a core of its own: intra-op threads that take every core stall it.
-    torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 2) - 1))
+    # Warm up on every core; stream.threads then sets the count per batch on the inference thread.
+    torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
     try:
         return Runtime.load(settings.model, device=settings.device, quantize=settings.quantize)
     except (BundleError, ValueError) as exc:
@@ -74,6 +74,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     from stream.kafka import KafkaUnavailable
     from stream.metrics import Metrics, serve
     from stream.privacy import PrivacyError, pseudonymizer_from_settings
+    from stream.threads import AdaptiveThreads
     from stream.upkeep import install_timers
     from stream.worker import StreamWorker
 
@@ -97,6 +98,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     sapp = create_app(settings, partitions)
     highwater.install(sapp.app.consumer, settings)
     model = maybe_inject(runtime, settings.fault_inject_item)  # test-only hook; off by default
+    model = AdaptiveThreads(model, fixed=settings.torch_threads, on_change=metrics.threads.set)
     worker = StreamWorker(
         settings, sapp, model, pseudonymizer, metrics, _explainer(settings, runtime)
     )
