@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     model: Path | None = None  # bundle directory
     device: Literal["auto", "cpu", "cuda"] = "auto"
     quantize: bool = False
+    model_chunk: int | None = Field(None, ge=1, description="rows per call; CPU 128, GPU 1024")
     torch_threads: int | None = Field(
         None, ge=1, description="fixed count; default: adaptive per batch (stream.threads)"
     )

@@ -1,8 +1,9 @@
-"""Inference threads chosen between batches: every core the event loop leaves free (docs/DESIGN.md).
+"""Inference threads chosen between batches from what the worker is doing (docs/DESIGN.md).
 
 The worker infers on one thread of its own while the event loop decodes the next batch. Before
 each model call the policy reads how busy the event loop was since the previous call (CPU time of
-the loop's thread / wall time, smoothed) and gives torch the cores left over:
+the loop's thread / wall time, smoothed); torch may use the cores left over (the cap), and below
+the cap the count with the lowest measured seconds per row wins (ThreadChooser):
 
 >>> choose_threads(cores=2, loop_busy=0.10)  # model-bound: the loop mostly waits on the model
 2
@@ -28,6 +29,9 @@ log = logging.getLogger("bstream.threads")
 # loop itself slows when it shares its core with a spinning OpenMP thread; 0.35 leaves a margin.
 LOOP_SHARE_MAX = 0.35
 SMOOTHING = 0.5  # weight of the newest interval in the moving loop-busy estimate
+COST_SMOOTHING = 0.3  # weight of the newest call in a thread count's seconds-per-row estimate
+EXPLORE_EVERY = 50  # re-check the runner-up count once in this many calls (<1% of batches)
+MIN_ROWS = 8  # calls smaller than this do not update the cost estimates
 
 
 def choose_threads(cores: int, loop_busy: float, share_max: float = LOOP_SHARE_MAX) -> int:
@@ -73,6 +77,49 @@ class LoopMeter:
         return self.busy
 
 
+class ThreadChooser:
+    """Picks 1..cap threads per call: the lowest measured seconds per row, re-checked now and then.
+
+    The loop-share rule gives the cap; measured cost decides below it, because on a host shared
+    with other work two intra-op threads can be many times slower than one (a descheduled thread
+    holds up every parallel region), which no reading of our own loop shows.
+
+    >>> chooser = ThreadChooser(explore_every=3)
+    >>> chooser.pick(2)  # each count is tried once, the cap first
+    2
+    >>> chooser.record(2, rows=256, seconds=0.5)
+    >>> chooser.pick(2)
+    1
+    >>> chooser.record(1, rows=256, seconds=1.0)
+    >>> [chooser.pick(2) for _ in range(4)]  # the cheapest, and the runner-up every third call
+    [1, 2, 2, 1]
+    """
+
+    def __init__(self, explore_every: int = EXPLORE_EVERY) -> None:
+        self.explore_every = explore_every
+        self.cost: dict[int, float] = {}  # threads -> smoothed seconds per row
+        self.calls = 0
+
+    def pick(self, cap: int) -> int:
+        """The thread count for the next call, at most `cap`."""
+        self.calls += 1
+        untried = [n for n in range(cap, 0, -1) if n not in self.cost]
+        if untried:
+            return untried[0]
+        ranked = sorted(range(1, cap + 1), key=lambda n: self.cost[n])
+        if len(ranked) > 1 and self.calls % self.explore_every == 0:
+            return ranked[1]  # costs drift with load on the host: look at the runner-up again
+        return ranked[0]
+
+    def record(self, threads: int, rows: int, seconds: float) -> None:
+        """Fold one call's cost into the estimate for its thread count."""
+        if rows < MIN_ROWS or seconds <= 0:
+            return  # tiny calls cost mostly fixed overhead: they say little about threads
+        per_row = seconds / rows
+        old = self.cost.get(threads)
+        self.cost[threads] = per_row if old is None else old + COST_SMOOTHING * (per_row - old)
+
+
 class AdaptiveThreads:
     """Wraps the runtime; each `predict` (on the inference thread) first sets torch's threads.
 
@@ -91,6 +138,7 @@ class AdaptiveThreads:
         self.cores = max(1, cores or os.cpu_count() or 1)
         self.fixed = fixed
         self.meter = meter or LoopMeter(thread_cpu_clock(threading.main_thread()))
+        self.chooser = ThreadChooser()
         self.on_change = on_change
         self.threads = 0  # torch's count on the inference thread, once set
 
@@ -98,9 +146,9 @@ class AdaptiveThreads:
         return getattr(self.model, name)  # version, labels, device, ... of the real runtime
 
     def next_threads(self) -> int:
-        """The count for the next call: fixed, or from the loop's measured load."""
+        """The count for the next call: fixed, or measured-best below the loop-share cap."""
         busy = self.meter.read()
-        return self.fixed or choose_threads(self.cores, busy)
+        return self.fixed or self.chooser.pick(choose_threads(self.cores, busy))
 
     def predict(self, windows: Sequence[Sequence[Any]]) -> list[dict[str, float]]:
         wanted = self.next_threads()
@@ -111,4 +159,7 @@ class AdaptiveThreads:
             self.threads = wanted
             if self.on_change is not None:
                 self.on_change(wanted)
-        return self.model.predict(windows)  # type: ignore[no-any-return]
+        started = time.perf_counter()
+        scores = self.model.predict(windows)
+        self.chooser.record(wanted, len(windows), time.perf_counter() - started)
+        return scores  # type: ignore[no-any-return]

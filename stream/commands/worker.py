@@ -36,7 +36,9 @@ def _load_model(settings: Settings) -> Any:
     # Warm up on every core; stream.threads then sets the count per batch on the inference thread.
     torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
     try:
-        return Runtime.load(settings.model, device=settings.device, quantize=settings.quantize)
+        return Runtime.load(
+            settings.model, settings.device, settings.quantize, chunk_rows=settings.model_chunk
+        )
     except (BundleError, ValueError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
 
