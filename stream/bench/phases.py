@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -175,6 +177,35 @@ def phase_limit(stage: Stage, events: list[Event]) -> dict[str, Any]:
             f"  limit on the {name} events: {limit.events_per_s or 0:,.0f} ev/s, "
             f"{limit.events_per_cpu_s or 0:,.0f} ev/CPU-s"
         )
+    return found
+
+
+@contextlib.contextmanager
+def worker_threads(threads: int | None) -> Iterator[None]:
+    """Bench workers started inside pin torch to `threads` (BSTREAM_TORCH_THREADS)."""
+    saved = os.environ.get("BSTREAM_TORCH_THREADS")
+    if threads is not None:
+        os.environ["BSTREAM_TORCH_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("BSTREAM_TORCH_THREADS", None)
+        else:
+            os.environ["BSTREAM_TORCH_THREADS"] = saved
+
+
+def phase_thread_sweep(stage: Stage, events: list[Event], best_rate: float) -> dict[str, Any]:
+    """The optimized run again with the worker pinned to each thread count (the rule's evidence)."""
+    opts = stage.opts
+    n = max(1, min(len(events), int(best_rate * opts.sweep_seconds)))
+    found: dict[str, Any] = {}
+    for count in thread_counts(os.cpu_count() or 1):
+        stage.say(f"  thread sweep: worker pinned to {count} torch threads, {n:,} events")
+        with worker_threads(count):
+            found[str(count)] = stage.run(
+                PhaseSpec(f"threads_{count}", events[:n], opts.worker_args())
+            )
     return found
 
 

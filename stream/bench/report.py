@@ -94,6 +94,23 @@ def assemble(
     return report
 
 
+def sweep_table(ceiling: Mapping[str, Any], sweep: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per thread count: the model's ceiling and the pipeline pinned to that count, side by side."""
+    ceilings = {str(r["threads"]): r["preds_per_s"] for r in ceiling.get("by_threads", [])}
+    best = ceiling["best_preds_per_s"]
+    return [
+        {
+            "threads": int(count),
+            "ceiling_preds_per_s": ceilings.get(count),
+            "pipeline_preds_per_s": phase["preds_per_s"],
+            "pipeline_over_best_ceiling": ratio(phase["preds_per_s"], best),
+            "worker_cores_busy": phase["worker_cores_busy"],
+            "latency_p99_ms": (phase["latency_ms"] or {}).get("p99"),
+        }
+        for count, phase in sweep.items()
+    ]
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -353,6 +370,21 @@ def markdown(report: Mapping[str, Any]) -> str:
         ],
     ]
     lines += threads_lines(report)
+    if report.get("thread_sweep"):
+        lines += ["", _row("worker pinned to N threads", "ceiling preds/s", "pipeline preds/s",
+                           "pipeline / best ceiling", "worker cores busy", "p99 ms"),
+                  _row("---:", "---:", "---:", "---:", "---:", "---:")]  # fmt: skip
+        lines += [
+            _row(
+                str(r["threads"]),
+                _fmt(r["ceiling_preds_per_s"]),
+                _fmt(r["pipeline_preds_per_s"]),
+                _fmt(r["pipeline_over_best_ceiling"], 3),
+                _fmt(r["worker_cores_busy"], 2),
+                _fmt(r["latency_p99_ms"], 1),
+            )  # fmt: skip
+            for r in report["thread_sweep"]
+        ]
     mem = report["memory"]
     if mem:
         lines += [

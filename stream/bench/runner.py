@@ -24,6 +24,7 @@ from stream.bench.phases import (
     phase_memory,
     phase_naive,
     phase_optimized,
+    phase_thread_sweep,
 )
 from stream.broker import EmbeddedBroker
 
@@ -62,7 +63,9 @@ class BenchOptions:
     skip_latency: bool = False
     skip_memory: bool = False
     profile: bool = False  # py-spy the optimized worker
-    torch_threads: int | None = None  # None: torch's default, as the worker uses
+    torch_threads: int | None = None  # None: ceiling at torch's default; workers adapt
+    thread_sweep: bool = False  # also run the optimized phase with each fixed thread count
+    sweep_seconds: float = 30.0  # model time per sweep run (at the best ceiling)
     progress: bool = True
     notes: list[str] = field(default_factory=list)
 
@@ -165,9 +168,12 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
     phases: dict[str, dict[str, Any]] = {}
     memory: dict[str, Any] = {}
     limit: dict[str, Any] = {}
+    sweep: dict[str, Any] = {}
     with EmbeddedBroker(log_path=opts.out / "broker.log") as broker:
         stage = Stage(opts, broker, bundle, say)
         phases["optimized"] = opt = phase_optimized(stage, data.events)
+        if opts.thread_sweep:
+            sweep = phase_thread_sweep(stage, data.events, ceiling["best_preds_per_s"])
         if not opts.skip_intake:
             phases["intake"] = phase_intake(stage)
             limit = phase_limit(stage, data.events)
@@ -182,6 +188,8 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
     report = rep.assemble(
         opts, bundle_info, data, ceiling, phases, memory, machine, started_at, limit
     )
+    if sweep:
+        report["thread_sweep"] = rep.sweep_table(ceiling, sweep)
     report["duration_s"] = round(time.monotonic() - started, 1)
     report["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     write_outputs(report, stage.latencies, opts)

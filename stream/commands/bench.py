@@ -18,6 +18,7 @@ QUICK: dict[str, Any] = {
     "load_seconds": 4.0,
     "memory_users": 3_000,
     "intake_events": 3_000,
+    "sweep_seconds": 5.0,
 }
 
 
@@ -88,7 +89,7 @@ QUICK: dict[str, Any] = {
 @click.option(
     "--torch-threads",
     type=click.IntRange(min=1),
-    help="torch intra-op threads, for the ceiling and the workers  [torch default]",
+    help="torch threads for the ceiling and the workers  [ceiling: 1..cores; workers adapt]",
 )
 @click.option(
     "--profile", is_flag=True, help="py-spy the optimized worker (needs py-spy installed)."
@@ -107,6 +108,11 @@ QUICK: dict[str, Any] = {
     "--intake-events", type=click.IntRange(min=1), help="Intake run size  [60000; quick 3000]"
 )
 @click.option("--skip-intake", is_flag=True, help="Skip the high-coalescing intake run.")
+@click.option(
+    "--thread-sweep",
+    is_flag=True,
+    help="Also run the optimized pipeline pinned to each torch thread count (~30 s of model each).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
 def bench(
     bundle: Path | None,
@@ -132,6 +138,7 @@ def bench(
     intake_users: int,
     intake_events: int | None,
     skip_intake: bool,
+    thread_sweep: bool,
     progress: bool,
 ) -> None:
     from stream.bench.data import default_data_path
@@ -172,6 +179,7 @@ def bench(
         skip_memory=skip_memory,
         intake_users=intake_users,
         skip_intake=skip_intake,
+        thread_sweep=thread_sweep,
         progress=progress,
     )
     given = {
