@@ -78,7 +78,7 @@ class LoopMeter:
 
 
 class ThreadChooser:
-    """Picks 1..cap threads per call: the lowest measured seconds per row, re-checked now and then.
+    """Picks 1..cap threads per call: the lowest measured seconds per row, rechecked now and then.
 
     The loop-share rule gives the cap; measured cost decides below it, because on a host shared
     with other work two intra-op threads can be many times slower than one (a descheduled thread
@@ -91,8 +91,11 @@ class ThreadChooser:
     >>> chooser.pick(2)
     1
     >>> chooser.record(1, rows=256, seconds=1.0)
-    >>> [chooser.pick(2) for _ in range(4)]  # the cheapest, and the runner-up every third call
-    [1, 2, 2, 1]
+    >>> [chooser.pick(2) for _ in range(4)]  # the cheapest
+    [2, 2, 2, 2]
+    >>> chooser.record(2, rows=256, seconds=9.0)  # other work arrives: 2 threads now stall
+    >>> [chooser.pick(2) for _ in range(4)]  # 1 wins; 2 is looked at again every third call
+    [1, 1, 2, 1]
     """
 
     def __init__(self, explore_every: int = EXPLORE_EVERY) -> None:
@@ -107,8 +110,11 @@ class ThreadChooser:
         if untried:
             return untried[0]
         ranked = sorted(range(1, cap + 1), key=lambda n: self.cost[n])
-        if len(ranked) > 1 and self.calls % self.explore_every == 0:
-            return ranked[1]  # costs drift with load on the host: look at the runner-up again
+        more = [n for n in ranked[1:] if n > ranked[0]]
+        if more and self.calls % self.explore_every == 0:
+            # The best count's own calls keep its cost fresh; a count with more threads that lost
+            # under load has only a stale cost, so it is looked at again once the load may be gone.
+            return more[0]
         return ranked[0]
 
     def record(self, threads: int, rows: int, seconds: float) -> None:
