@@ -225,9 +225,10 @@ def phase_naive(stage: Stage, events: list[Event]) -> dict[str, Any]:
 def phase_fixed_load(stage: Stage, events: list[Event], max_rate: float) -> dict[str, Any]:
     """The optimized worker at `load_fraction` of its measured max rate."""
     opts = stage.opts
-    rate = opts.load_fraction * max_rate
+    rate = opts.load_rate or opts.load_fraction * max_rate  # --load-rate: like for like across runs
     n = max(1, min(len(events), int(rate * opts.load_seconds)))
-    stage.say(f"[5/6] fixed load: {rate:,.0f} ev/s ({opts.load_fraction:.0%} of max), {n:,} events")
+    share = rate / max_rate if max_rate else 0.0
+    stage.say(f"[5/6] fixed load: {rate:,.0f} ev/s ({share:.0%} of max), {n:,} events")
     phase = stage.run(PhaseSpec("fixed_load", events[:n], opts.worker_args(), rate=rate))
     achieved = phase["events_per_s"] or 0.0
     if achieved < 0.9 * rate:

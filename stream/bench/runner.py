@@ -53,6 +53,7 @@ class BenchOptions:
     naive_events: int = 2_000
     naive_seconds: float = 120.0
     load_fraction: float = 0.5
+    load_rate: float | None = None  # events/s; overrides load_fraction
     load_seconds: float = 20.0
     memory_users: int = 100_000
     memory_events_per_user: int = 3

@@ -79,6 +79,11 @@ QUICK: dict[str, Any] = {
     help="Fixed load as a fraction of the measured max events/s.",
 )
 @click.option(
+    "--load-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Fixed load in events/s, instead of --load-fraction (compare runs at one rate).",
+)
+@click.option(
     "--load-seconds", type=click.FloatRange(min=1), help="Fixed-load run length  [20; quick 4]"
 )
 @click.option(
@@ -126,6 +131,7 @@ def bench(
     naive_events: int | None,
     naive_seconds: float | None,
     load_fraction: float,
+    load_rate: float | None,
     load_seconds: float | None,
     memory_users: int | None,
     max_batch: int | None,
@@ -172,6 +178,7 @@ def bench(
         window_size=settings.window_size,
         partitions=settings.partitions,
         load_fraction=load_fraction,
+        load_rate=load_rate,
         torch_threads=torch_threads,
         profile=profile,
         skip_naive=skip_naive,
