@@ -125,6 +125,9 @@ class Metrics:
         self.active_windows = Gauge(
             "bstream_active_windows", "Windows held by this worker", registry=r
         )
+        self.threads = Gauge(
+            "bstream_inference_threads", "torch threads of the latest model call", registry=r
+        )
         self.expired_windows = Counter(
             "bstream_expired_windows_total", "Windows expired after the idle TTL", registry=r
         )

@@ -53,7 +53,10 @@ class Settings(BaseSettings):
     model: Path | None = None  # bundle directory
     device: Literal["auto", "cpu", "cuda"] = "auto"
     quantize: bool = False
-    torch_threads: int | None = Field(None, ge=1, description="default: cores - 1")
+    model_chunk: int | None = Field(None, ge=1, description="rows per call; CPU 128, GPU 1024")
+    torch_threads: int | None = Field(
+        None, ge=1, description="fixed count; default: adaptive per batch (stream.threads)"
+    )
     explain: Literal["off", "all", "top-scores", "sample-rate"] = "off"
     explain_top_k: int = 3
     explain_sample_rate: float = Field(0.05, ge=0, le=1)

@@ -78,6 +78,7 @@ class Sample:
     predictions: float
     model_calls: float
     active_windows: float
+    inference_threads: float = 0.0  # torch threads of the worker's latest model call
 
 
 SAMPLED = {
@@ -85,6 +86,7 @@ SAMPLED = {
     "bstream_predictions": "predictions",
     "bstream_inference_seconds": "model_calls",
     "bstream_active_windows": "active_windows",
+    "bstream_inference_threads": "inference_threads",
 }
 
 

@@ -20,6 +20,7 @@ QUICK: dict[str, Any] = {
     "load_seconds": 4.0,
     "memory_users": 3_000,
     "intake_events": 3_000,
+    "sweep_seconds": 5.0,
 }
 
 
@@ -88,6 +89,11 @@ QUICK: dict[str, Any] = {
     help="Fixed load as a fraction of the measured max events/s.",
 )
 @click.option(
+    "--load-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Fixed load in events/s, instead of --load-fraction (compare runs at one rate).",
+)
+@click.option(
     "--load-seconds",
     type=click.FloatRange(min=1),
     help="Fixed-load run length (s)  [default: 20; --quick: 4]",
@@ -110,7 +116,7 @@ QUICK: dict[str, Any] = {
 @click.option(
     "--torch-threads",
     type=click.IntRange(min=1),
-    help="torch intra-op threads, for the ceiling and the workers  [default: torch's]",
+    help="torch threads for the ceiling and the workers  [default: ceiling 1..cores; adaptive]",
 )
 @click.option(
     "--profile", is_flag=True, help="py-spy the optimized worker (needs py-spy installed)."
@@ -132,6 +138,11 @@ QUICK: dict[str, Any] = {
 )
 @click.option("--skip-intake", is_flag=True, help="Skip the high-coalescing intake run.")
 @click.option(
+    "--thread-sweep",
+    is_flag=True,
+    help="Also run the optimized pipeline pinned to each torch thread count (~30 s of model each).",
+)
+@click.option(
     "--progress/--no-progress", default=None, help="Progress bars  [default: on a terminal]"
 )
 def bench(
@@ -146,6 +157,7 @@ def bench(
     naive_events: int | None,
     naive_seconds: float | None,
     load_fraction: float,
+    load_rate: float | None,
     load_seconds: float | None,
     memory_users: int | None,
     max_batch: int | None,
@@ -158,6 +170,7 @@ def bench(
     intake_users: int,
     intake_events: int | None,
     skip_intake: bool,
+    thread_sweep: bool,
     progress: bool | None,
 ) -> None:
     settings = load_settings(device=device, max_batch=max_batch, max_delay_ms=max_delay_ms)
@@ -198,6 +211,7 @@ def bench(
         window_size=settings.window_size,
         partitions=settings.partitions,
         load_fraction=load_fraction,
+        load_rate=load_rate,
         torch_threads=torch_threads,
         profile=profile,
         skip_naive=skip_naive,
@@ -205,6 +219,7 @@ def bench(
         skip_memory=skip_memory,
         intake_users=intake_users,
         skip_intake=skip_intake,
+        thread_sweep=thread_sweep,
         progress=progress if progress is not None else sys.stderr.isatty(),
     )
     given = {

@@ -33,11 +33,13 @@ def _load_model(settings: Settings) -> Any:
 
     from model.runtime import BundleError, Runtime
 
-    # The event loop needs a core of its own: intra-op threads that take every core stall it.
-    torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 2) - 1))
+    # Warm up on every core; stream.threads then sets the count per batch on the inference thread.
+    torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
     assert settings.model is not None  # preflight checked it
     try:
-        return Runtime.load(settings.model, device=settings.device, quantize=settings.quantize)
+        return Runtime.load(
+            settings.model, settings.device, settings.quantize, chunk_rows=settings.model_chunk
+        )
     except (BundleError, ValueError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
 
@@ -120,6 +122,7 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     from stream.app import create_app
     from stream.erasure import install_erasure
     from stream.kafka import KafkaUnavailable
+    from stream.threads import AdaptiveThreads
     from stream.upkeep import install_timers
     from stream.worker import StreamWorker
 
@@ -131,8 +134,9 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     metrics.set_health(model_loaded=True, model_version=runtime.version, broker_up=True)
     sapp = create_app(settings, partitions)
     highwater.install(sapp.app.consumer, settings)
+    model = AdaptiveThreads(runtime, fixed=settings.torch_threads, on_change=metrics.threads.set)
     worker = StreamWorker(
-        settings, sapp, runtime, pseudonymizer, metrics, _explainer(settings, runtime)
+        settings, sapp, model, pseudonymizer, metrics, _explainer(settings, runtime)
     )
 
     async def consume(stream: Any) -> None:
