@@ -74,6 +74,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     from stream.kafka import KafkaUnavailable
     from stream.metrics import Metrics, serve
     from stream.privacy import PrivacyError, pseudonymizer_from_settings
+    from stream.quality import install_quality
     from stream.upkeep import install_timers
     from stream.worker import StreamWorker
 
@@ -106,6 +107,10 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
 
     sapp.app.agent(sapp.events, name="bstream.consume")(consume)
     assert worker.publisher is not None
+    quality = install_quality(
+        sapp, settings, metrics, worker.publisher, runtime, pseudonymizer.key_id
+    )
+    worker.quality = quality
     install_timers(sapp, settings, metrics, worker.next_offset, worker.publisher)
     rejoin.install(
         sapp.app,
@@ -116,6 +121,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     )
     try:
         eraser = install_erasure(sapp, settings, pseudonymizer, metrics, worker.publisher)
+        eraser.quality = quality  # erasure removes pending outcomes too
     except KafkaUnavailable as exc:
         server.shutdown()
         raise click.ClickException(str(exc)) from None
