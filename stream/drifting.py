@@ -1,9 +1,10 @@
 """The drifted behaviour of `bstream simulate --drift-at F` (stream.simulate calls in here).
 
 From the drift point on (a share F of the simulated days, by event time) every session changes:
-users browse a new category mix (favourites drawn from another part of the catalogue, cheaper
-items) and the funnel converts differently: carts mostly become wish lists that are rarely bought,
-while repeat views lead straight to "buy now" purchases. The link between behaviour and purchase
+users browse a new category mix (favourites drawn from another part of the catalogue), click
+through most views, and the funnel converts differently: carts mostly become wish lists that are
+rarely bought, while repeat views lead straight to "buy now" purchases. The link between behaviour
+and purchase
 that a model learnt before the drift point no longer holds after it.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+CLICK_THROUGH_P = 0.5  # after the drift, share of views followed by a click on the same item
 CART_CHECKOUT_P = 0.2  # after the drift, share of carts that may still become a checkout
 BUY_NOW_BASE = 0.06  # after the drift, chance of an immediate purchase on a repeat view ...
 BUY_NOW_INTENT = 0.25  # ... plus this times the session's intent
@@ -48,6 +50,9 @@ def react(
 ) -> tuple[int, bool]:
     """The drifted funnel after a view: returns (ts, carted-and-may-check-out)."""
     rng = user.rng
+    if rng.random() < CLICK_THROUGH_P:  # the new app: most views are followed by a click
+        ts += int(1000 * rng.uniform(1, 5))
+        user.emit("click", item, ts, session)
     roll = rng.random()
     cart_p = 0.08 + 0.2 * intent
     if roll < cart_p:
