@@ -4,8 +4,7 @@ From the drift point on (a share F of the simulated days, by event time) every s
 users browse a new category mix (favourites drawn from another part of the catalogue), click
 through most views, and the funnel converts differently: carts mostly become wish lists that are
 rarely bought, while repeat views lead straight to "buy now" purchases. The link between behaviour
-and purchase
-that a model learnt before the drift point no longer holds after it.
+and purchase that a model learnt before the drift point no longer holds after it.
 """
 
 from __future__ import annotations

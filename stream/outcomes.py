@@ -179,6 +179,7 @@ def build_outcome(
         scores=p.scores,
         labels={name: int(value) for name, value in resolved.labels.items()},
         last_event_ts=p.last_event_ts,
+        last_ts_events=max(1, len(p.seen)),
         label_ts=resolved.label_ts,
         delay_ms=resolved.delay_ms,
         horizon_ms=p.horizon_ms,
