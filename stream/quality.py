@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
+import click
 import orjson
 from prometheus_client import Counter, Gauge
 
@@ -312,7 +313,12 @@ def install_quality(
     if settings.model is not None:
         reference = load_reference(Path(settings.model))
         if reference is None:
-            log.info("bundle %s has no drift reference: no drift metrics", settings.model)
+            # said once, before Faust configures logging (a log record would be lost here)
+            click.echo(
+                f"bstream worker: bundle {settings.model.name} has no drift reference: "
+                "no drift metrics (add one with `bstream drift-reference`)",
+                err=True,
+            )
     labels = list(getattr(runtime, "labels", None) or ["purchase"])
     quality = Quality(
         settings,
