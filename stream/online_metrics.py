@@ -56,6 +56,23 @@ def quality(scores: np.ndarray, labels: np.ndarray, delays_ms: np.ndarray | None
     return out
 
 
+def calibration_table(
+    scores: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
+) -> list[tuple[str, int, float, float]]:
+    """(bin name, count, mean score, positive rate) per equal-width score bin (empty bins: NaN)."""
+    index = np.minimum((scores * bins).astype(int), bins - 1)
+    count = np.bincount(index, minlength=bins)
+    score_sum = np.bincount(index, weights=scores, minlength=bins)
+    label_sum = np.bincount(index, weights=labels, minlength=bins)
+    rows = []
+    for b in range(bins):
+        n = int(count[b])
+        mean = float(score_sum[b] / n) if n else NAN
+        rate = float(label_sum[b] / n) if n else NAN
+        rows.append((f"{b / bins:.1f}-{(b + 1) / bins:.1f}", n, mean, rate))
+    return rows
+
+
 class OnlineQuality:
     """One model version's outcomes: the last `window` exactly, everything since start binned."""
 
@@ -83,6 +100,11 @@ class OnlineQuality:
         """Exact figures over the last `window` outcomes."""
         n = min(self.count, self.window)
         return quality(self.scores[:n], self.labels[:n], self.delays[:n])
+
+    def calibration(self) -> list[tuple[str, int, float, float]]:
+        """The calibration table of the last `window` outcomes."""
+        n = min(self.count, self.window)
+        return calibration_table(self.scores[:n], self.labels[:n])
 
     def since_start(self) -> dict[str, float]:
         """Figures over every outcome since start, from the score bins."""

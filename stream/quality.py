@@ -19,7 +19,6 @@ from typing import Any
 
 import click
 import orjson
-from prometheus_client import Counter, Gauge
 
 from stream.app import PinnedTable, StreamApp, as_current_event
 from stream.drift import FEATURES, DriftMonitor, load_reference
@@ -35,6 +34,7 @@ from stream.outcomes import (
     remember,
 )
 from stream.publish import OutRecord, Publisher
+from stream.quality_metrics import FIGURES
 from stream.settings import Settings
 from stream.windows import EVENT_TYPES, TYPE_CODES
 
@@ -42,7 +42,6 @@ log = logging.getLogger("bstream.quality")
 OUTCOMES_TABLE = "outcomes"
 GAUGE_INTERVAL_S = 2.0
 PURCHASE = TYPE_CODES["purchase"]
-FIGURES = ("auc", "pr_auc", "logloss", "ece", "base_rate")
 
 
 def now_ms() -> int:
@@ -77,67 +76,6 @@ def bundle_facts(runtime: Any, settings: Settings) -> tuple[int, float | None]:
     return int(horizon_min * 60_000), float(offline) if offline is not None else None
 
 
-class QualityGauges:
-    """The quality metrics, on the worker's registry (labels: model_version [, feature])."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        r, v = metrics.registry, ["model_version"]
-        self.outcomes = Counter(
-            "bstream_outcomes_total", "Labelled predictions published", v, registry=r
-        )
-        self.dropped = Counter(
-            "bstream_outcomes_dropped_total",
-            "Pending predictions dropped by the per-user bound",
-            v,
-            registry=r,
-        )
-        self.expired = Counter(
-            "bstream_outcomes_expired_total",
-            "Pending predictions removed by the idle TTL or erasure",
-            registry=r,
-        )
-        self.pending = Gauge(
-            "bstream_outcomes_pending", "Predictions waiting for their label", registry=r
-        )
-        self.live = {
-            (name, scope): Gauge(
-                f"bstream_live_{name}{suffix}",
-                f"Live {name} of labelled predictions ({text})",
-                v,
-                registry=r,
-            )
-            for name in FIGURES
-            for scope, suffix, text in (
-                ("recent", "", "last quality_window outcomes"),
-                ("since_start", "_since_start", "since start"),
-            )
-        }
-        self.delay = {
-            q: Gauge(
-                f"bstream_label_delay_p{q}_seconds",
-                f"Label delay p{q} in event time (last quality_window outcomes)",
-                v,
-                registry=r,
-            )
-            for q in (50, 95)
-        }
-        self.offline_pr_auc = Gauge(
-            "bstream_offline_pr_auc", "The bundle's offline PR-AUC (test, else val)", v, registry=r
-        )
-        self.psi = Gauge(
-            "bstream_drift_psi",
-            "PSI of the recent windows vs the bundle's reference",
-            [*v, "feature"],
-            registry=r,
-        )
-        self.drift_level = Gauge(
-            "bstream_drift_level",
-            "0 ok, 1 PSI over psi_warn, 2 PSI over psi_alarm",
-            [*v, "feature"],
-            registry=r,
-        )
-
-
 class Quality:
     """Outcomes, online metrics and drift for one worker (see the module docstring)."""
 
@@ -159,7 +97,7 @@ class Quality:
         self.changelog_topic = table.changelog_topic.get_topic_name()
         self.version, self.primary, self.horizon_ms = model_version, labels[0], horizon_ms
         self.key_id = key_id
-        self.gauges = QualityGauges(metrics)
+        self.gauges = metrics.quality
         self.online: dict[str, OnlineQuality] = {}
         self.drift = DriftMonitor(reference, settings.quality_window) if reference else None
         self.pending_count = 0
@@ -246,6 +184,13 @@ class Quality:
                 if scope == "recent":
                     for q in (50, 95):
                         g.delay[q].labels(model_version=version).set(figures[f"delay_p{q}_s"])
+            for name, count, mean, rate in online.calibration():
+                for field, value in (
+                    ("count", count),
+                    ("mean_score", mean),
+                    ("positive_rate", rate),
+                ):
+                    g.calibration[field].labels(model_version=version, bin=name).set(value)
         if self.drift is None:
             return
         s = self.settings
