@@ -176,6 +176,11 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     "--naive", is_flag=True, default=None, help="Baseline: one table write + inference per event."
 )
 @click.option(
+    "--outcomes/--no-outcomes",
+    default=None,
+    help="Label predictions from later events, publish outcomes, live metrics  [on]",
+)
+@click.option(
     "--explain",
     type=click.Choice(["off", "all", "top-scores", "sample-rate"]),
     help="Attach reasons to predictions: for all, scores >= explain_min_score, or a sample  [off]",
@@ -197,6 +202,7 @@ def worker(
     hmac_key_file: Path | None,
     allow_raw_ids: bool | None,
     naive: bool | None,
+    outcomes: bool | None,
     explain: str | None,
     log_level: str,
 ) -> None:
@@ -214,6 +220,7 @@ def worker(
         hmac_key_file=hmac_key_file,
         allow_raw_ids=allow_raw_ids,
         naive=naive,
+        outcomes=outcomes,
         explain=explain,
     )
     run_worker(settings, loglevel=log_level)
