@@ -14,8 +14,8 @@ from typing import Any
 
 CLICK_THROUGH_P = 0.5  # after the drift, share of views followed by a click on the same item
 CART_CHECKOUT_P = 0.2  # after the drift, share of carts that may still become a checkout
-BUY_NOW_BASE = 0.06  # after the drift, chance of an immediate purchase on a repeat view ...
-BUY_NOW_INTENT = 0.25  # ... plus this times the session's intent
+BUY_NOW_BASE = 0.01  # after the drift, chance of an immediate purchase on a repeat view ...
+BUY_NOW_INTENT = 0.1  # ... plus this times the session's intent
 
 
 def drift_ts(config: Any) -> float | None:
