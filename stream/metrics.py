@@ -28,6 +28,7 @@ from prometheus_client import (
 from prometheus_client.process_collector import ProcessCollector
 
 from stream.privacy import PII_KINDS
+from stream.quality_metrics import QualityGauges
 from stream.windows import EVENT_TYPES
 
 INVALID_REASONS = (
@@ -159,6 +160,7 @@ class Metrics:
             "User updates whose events the window already held (replays): no new prediction",
             registry=r,
         )
+        self.quality = QualityGauges(r)  # outcomes, live accuracy, drift (stream/quality.py)
         self.health = Health()
         self._prime()
 

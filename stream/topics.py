@@ -1,7 +1,7 @@
-"""Idempotent creation of the project's topics (events, predictions, DLQ, control).
+"""Idempotent creation of the project's topics (events, predictions, DLQ, control, outcomes).
 
->>> [t.name for t in default_topics(Settings(), partitions=4)]
-['behavior.events', 'behavior.predictions', 'behavior.events.dlq', 'behavior.control']
+>>> [t.name for t in default_topics(Settings(), partitions=4)][3:]
+['behavior.control', 'behavior.outcomes']
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class TopicSpec:
 
 
 def default_topics(settings: Settings, partitions: int | None = None) -> list[TopicSpec]:
-    """The four topics, all with the events topic's partition count.
+    """The five topics, all with the events topic's partition count.
 
     Every worker reads every partition of the control topic (erase requests are a broadcast; see
     stream/control.py), so its partition count does not matter; it matches for simplicity.
@@ -39,6 +39,7 @@ def default_topics(settings: Settings, partitions: int | None = None) -> list[To
         settings.predictions_topic,
         settings.dlq_topic,
         settings.control_topic,
+        settings.outcomes_topic,
     ]
     return [TopicSpec(name, count, settings.replication_factor) for name in names]
 

@@ -21,7 +21,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
@@ -87,6 +87,7 @@ class Job:
     events: list[EventT]
     changelog: list[OutRecord]  # the windows' changelog records, sent once predictions are acked
     tick: int = 0  # the table's removal tick when the windows were written
+    entries: list[Sequence[Any]] = field(default_factory=list)  # each target's new entries
 
 
 class StreamWorker:
@@ -114,6 +115,7 @@ class StreamWorker:
         self.changelog_topic = sapp.windows.changelog_topic.get_topic_name() if sapp else ""
         self.explainer = explainer if settings.explain != "off" else None
         self.rng = random.Random()  # the sample-rate explain policy
+        self.quality: Any = None  # stream.quality.Quality: outcomes, online metrics, drift
         self.stopping = False
         self._stopper: asyncio.Future[None] | None = None
 
@@ -155,11 +157,13 @@ class StreamWorker:
         for group in plan_groups(items, self.settings.naive):
             changelog: list[OutRecord] = []
             updated = [
-                self.update_window(update, events[update.refs[-1]], changelog) for update in group
+                (self.update_window(update, events[update.refs[-1]], changelog), update.entries)
+                for update in group
             ]
-            targets = [target for target in updated if target is not None]
+            targets = [target for target, _ in updated if target is not None]
+            entries = [new for target, new in updated if target is not None]
             refs = [events[ref] for update in group for ref in update.refs]
-            job = Job(targets, refs, changelog, self.sapp.windows.tick)
+            job = Job(targets, refs, changelog, self.sapp.windows.tick, entries)
             for event in job.events:
                 event.message.incref()  # released in finish(), after the broker acks
             await self.queue.put(job)
@@ -266,11 +270,12 @@ class StreamWorker:
         if not job.targets:
             return Published([])  # every window already held its events: nothing to predict
         records = await self.predict(job.targets)
+        quality = await self.quality.on_job(job, records) if self.quality is not None else []
         if records is None:
             letters = [_inference_letter(e) for e in job.events]
-            return Published(await self.enqueue_letters(letters), letters=letters)
-        topic = self.settings.predictions_topic
-        return Published(await self.publisher.enqueue(topic, records), predictions=len(records))
+            return Published(await self.enqueue_letters(letters) + quality, letters=letters)
+        acks = await self.publisher.enqueue(self.settings.predictions_topic, records)
+        return Published(acks + quality, predictions=len(records))
 
     async def release(
         self,

@@ -123,6 +123,7 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     from stream.erasure import install_erasure
     from stream.kafka import KafkaUnavailable
     from stream.threads import AdaptiveThreads
+    from stream.quality import install_quality
     from stream.upkeep import install_timers
     from stream.worker import StreamWorker
 
@@ -144,6 +145,10 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
 
     sapp.app.agent(sapp.events, name="bstream.consume")(consume)
     assert worker.publisher is not None
+    quality = install_quality(
+        sapp, settings, metrics, worker.publisher, runtime, pseudonymizer.key_id
+    )
+    worker.quality = quality
     install_timers(sapp, settings, metrics, worker.next_offset, worker.publisher)
     rejoin.install(
         sapp.app,
@@ -158,6 +163,7 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     )
     try:
         eraser = install_erasure(sapp, settings, pseudonymizer, metrics, worker.publisher)
+        eraser.quality = quality  # erasure removes pending outcomes too
     except KafkaUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     line = startup_line(settings, runtime, partitions, pseudonymizer.key_id, server.server_port)
@@ -238,6 +244,11 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     help=f"Baseline: one table write + inference per event  {env_default('naive')}",
 )
 @click.option(
+    "--outcomes/--no-outcomes",
+    default=None,
+    help="Label predictions from later events, publish outcomes, live metrics  [on]",
+)
+@click.option(
     "--explain",
     type=click.Choice(["off", "all", "top-scores", "sample-rate"]),
     help="Attach reasons to predictions: for all, scores >= explain_min_score, or a sample  "
@@ -264,6 +275,7 @@ def worker(
     hmac_key_file: Path | None,
     allow_raw_ids: bool | None,
     naive: bool | None,
+    outcomes: bool | None,
     explain: str | None,
     log_level: str,
 ) -> None:
@@ -281,6 +293,7 @@ def worker(
         hmac_key_file=hmac_key_file,
         allow_raw_ids=allow_raw_ids,
         naive=naive,
+        outcomes=outcomes,
         explain=explain,
     )
     run_worker(settings, loglevel=log_level)

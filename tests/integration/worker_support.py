@@ -54,6 +54,7 @@ class WorkerEnv:
             predictions_topic=f"predictions-{s}",
             dlq_topic=f"dlq-{s}",
             control_topic=f"control-{s}",
+            outcomes_topic=f"outcomes-{s}",
             app_id=f"app-{s}",
             partitions=self.partitions,
         )
@@ -72,6 +73,7 @@ class WorkerEnv:
             "BSTREAM_PREDICTIONS_TOPIC": s.predictions_topic,
             "BSTREAM_DLQ_TOPIC": s.dlq_topic,
             "BSTREAM_CONTROL_TOPIC": s.control_topic,
+            "BSTREAM_OUTCOMES_TOPIC": s.outcomes_topic,
             "BSTREAM_APP_ID": s.app_id,
             "BSTREAM_PARTITIONS": str(self.partitions),
             "BSTREAM_HMAC_KEY": TEST_KEY,

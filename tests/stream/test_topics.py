@@ -1,4 +1,4 @@
-"""`bstream topics create`: the four topics, idempotently, with the asked partition count."""
+"""`bstream topics create`: the five topics, idempotently, with the asked partition count."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from stream.settings import Settings
 from stream.topics import default_topics
 from tests.stream.kafka_helpers import run_cli
 
-NAMES = ["behavior.events", "behavior.predictions", "behavior.events.dlq", "behavior.control"]
+NAMES = [
+    "behavior.events",
+    "behavior.predictions",
+    "behavior.events.dlq",
+    "behavior.control",
+    "behavior.outcomes",
+]
 
 
 def test_default_topics_names_and_partitions() -> None:
