@@ -122,8 +122,8 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     from stream.app import create_app
     from stream.erasure import install_erasure
     from stream.kafka import KafkaUnavailable
-    from stream.threads import AdaptiveThreads
     from stream.quality import install_quality
+    from stream.threads import AdaptiveThreads
     from stream.upkeep import install_timers
     from stream.worker import StreamWorker
 
