@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "bench-model": "model.commands:bench_model",
     "explain": "model.commands:explain",
     "ensemble": "model.commands:ensemble",
+    "promote": "stream.commands.promote:promote",
+    "models": "stream.commands.promote:models",
 }
 
 HELP = {
@@ -41,6 +43,8 @@ HELP = {
     "bench-model": "Model-only throughput: eager vs TorchScript vs int8 by batch size.",
     "explain": "Explain one user window: which events moved the score.",
     "ensemble": "Combine bundles into one bundle that averages their probabilities.",
+    "promote": "Validate a bundle and announce it (champion/challenger); --rollback.",
+    "models": "List the announced models and what each worker runs.",
 }
 
 

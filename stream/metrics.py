@@ -55,6 +55,7 @@ class Health:
     partitions_assigned: int = 0
     broker_up: bool = False
     model_version: str = ""
+    lifecycle: dict[str, Any] | None = None  # registry/hot-swap details (stream/modelswap.py)
 
     @property
     def ready(self) -> bool:
@@ -69,6 +70,7 @@ class Health:
             "model_version": self.model_version,
             "partitions_assigned": self.partitions_assigned,
             "broker_up": self.broker_up,
+            **({"lifecycle": self.lifecycle} if self.lifecycle is not None else {}),
         }
 
 

@@ -68,6 +68,14 @@ class Explaining(Protocol):
     ) -> list[list[dict[str, Any]]]: ...
 
 
+class Shadow(Protocol):
+    """A challenger scoring next to the champion (stream.modelswap.ShadowScorer)."""
+
+    async def publish(
+        self, worker: StreamWorker, targets: list[Target]
+    ) -> list[Awaitable[Any]]: ...
+
+
 @dataclass
 class Published:
     """A job's output handed to the producer: the ack futures, and what to count once acked."""
@@ -117,6 +125,7 @@ class StreamWorker:
         self.rng = random.Random()  # the sample-rate explain policy
         self.stopping = False
         self._stopper: asyncio.Future[None] | None = None
+        self.shadow: Shadow | None = None  # a challenger scoring in shadow (stream/modelswap.py)
 
     # -- intake (inside the take_events body) --------------------------------------------------
 
@@ -254,7 +263,10 @@ class StreamWorker:
             letters = [_inference_letter(e) for e in job.events]
             return Published(await self.enqueue_letters(letters), letters=letters)
         topic = self.settings.predictions_topic
-        return Published(await self.publisher.enqueue(topic, records), predictions=len(records))
+        acks = await self.publisher.enqueue(topic, records)
+        if self.shadow is not None:  # after the champion's: its scores never wait on the shadow
+            acks += await self.shadow.publish(self, job.targets)
+        return Published(acks, predictions=len(records))
 
     async def release(self, job: Job, published: Published) -> None:
         """Once the broker acked the job's output and windows: count, then let offsets commit."""
@@ -285,12 +297,14 @@ class StreamWorker:
         """Prediction records for the targets, or None when every attempt failed."""
         loop = asyncio.get_running_loop()
         inputs = model_inputs(targets)
+        model = self.model  # one model per batch: a hot swap takes effect from the next batch
         for attempt in range(INFERENCE_RETRIES + 1):
             started = time.monotonic()
             try:
-                scores = await loop.run_in_executor(self.executor, self.model.predict, inputs)
+                scores = await loop.run_in_executor(self.executor, model.predict, inputs)
                 self.metrics.inference_seconds.observe(time.monotonic() - started)
-                return self._records(targets, scores, await self.reasons(inputs, scores))
+                reasons = await self.reasons(inputs, scores)
+                return self._records(targets, scores, reasons, model.version)
             except Exception as exc:  # noqa: BLE001 - any model failure takes the retry/DLQ path
                 self.metrics.inference_failures.inc()
                 log.warning(
@@ -349,6 +363,7 @@ class StreamWorker:
         targets: list[Target],
         scores: list[dict[str, float]],
         reasons: dict[int, list[dict[str, Any]]] | None = None,
+        version: str | None = None,
     ) -> list[OutRecord]:
         if len(scores) != len(targets):
             raise ValueError(f"model returned {len(scores)} results for {len(targets)} windows")
@@ -359,7 +374,7 @@ class StreamWorker:
                 target.key.decode(),
                 self.pseudo.key_id,
                 score,
-                self.model.version,
+                version if version is not None else self.model.version,
                 target.window,
                 latency_ms=(mono - target.arrival) * 1000,
                 now_ms=stamp,

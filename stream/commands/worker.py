@@ -27,16 +27,18 @@ def _ensure_topics(settings: Settings) -> int:
 
 
 def _load_model(settings: Settings) -> Any:
-    if settings.model is None:
+    """The registry's champion, else the --model bundle (stream/modelswap.py)."""
+    if settings.model is None and not settings.registry:
         raise click.ClickException("no model bundle: pass --model DIR or set BSTREAM_MODEL")
     import torch
 
-    from model.runtime import BundleError, Runtime
+    from model.runtime import BundleError
+    from stream.modelswap import startup_model
 
     # The event loop needs a core of its own: intra-op threads that take every core stall it.
     torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 2) - 1))
     try:
-        return Runtime.load(settings.model, device=settings.device, quantize=settings.quantize)
+        return startup_model(settings)
     except (BundleError, ValueError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
 
@@ -63,6 +65,30 @@ def _explainer(settings: Settings, runtime: Any) -> Any:
     return Explainer(runtime)
 
 
+def _swapper(settings: Settings, sapp: Any, worker: Any, metrics: Any, startup: Any) -> Any:
+    """Hot reload from the registry topic (None with BSTREAM_REGISTRY=false)."""
+    if not settings.registry:
+        return None
+    from stream.faultinject import maybe_inject
+    from stream.kafka import KafkaUnavailable
+    from stream.modelswap import ModelSwapper, install_swapper
+
+    swapper = ModelSwapper(
+        settings,
+        worker,
+        metrics,
+        startup,
+        wrap=lambda model: maybe_inject(model, settings.fault_inject_item),
+        explainer=lambda model: _explainer(settings, model),
+    )
+    try:
+        swapper.open()
+    except KafkaUnavailable as exc:
+        log.warning("registry not followed yet (retried on the timer): %s", exc)
+    install_swapper(sapp, settings, swapper)
+    return swapper
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Build everything from settings and run until SIGTERM/SIGINT."""
     import faust
@@ -81,7 +107,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         pseudonymizer = pseudonymizer_from_settings(settings)
     except PrivacyError as exc:
         raise click.ClickException(str(exc)) from None
-    runtime = _load_model(settings)
+    startup = _load_model(settings)
+    runtime = startup.runtime
     try:
         partitions = _ensure_topics(settings)
     except KafkaUnavailable as exc:
@@ -105,6 +132,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         await worker.consume(stream)
 
     sapp.app.agent(sapp.events, name="bstream.consume")(consume)
+    swapper = _swapper(settings, sapp, worker, metrics, startup)
     assert worker.publisher is not None
     install_timers(sapp, settings, metrics, worker.next_offset, worker.publisher)
     rejoin.install(
@@ -125,6 +153,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     try:
         faust.Worker(sapp.app, loglevel=loglevel, quiet=True).execute_from_commandline()
     finally:
+        if swapper is not None:
+            swapper.close()
         eraser.close()
         server.shutdown()
         worker.executor.shutdown(wait=False, cancel_futures=True)
