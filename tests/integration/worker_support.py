@@ -59,6 +59,8 @@ class WorkerEnv:
             predictions_topic=f"predictions-{s}",
             dlq_topic=f"dlq-{s}",
             control_topic=f"control-{s}",
+            models_topic=f"models-{s}",
+            shadow_topic=f"shadow-{s}",
             app_id=f"app-{s}",
             partitions=self.partitions,
         )
@@ -77,6 +79,8 @@ class WorkerEnv:
             "BSTREAM_PREDICTIONS_TOPIC": s.predictions_topic,
             "BSTREAM_DLQ_TOPIC": s.dlq_topic,
             "BSTREAM_CONTROL_TOPIC": s.control_topic,
+            "BSTREAM_MODELS_TOPIC": s.models_topic,
+            "BSTREAM_SHADOW_TOPIC": s.shadow_topic,
             "BSTREAM_APP_ID": s.app_id,
             "BSTREAM_PARTITIONS": str(self.partitions),
             "BSTREAM_HMAC_KEY": TEST_KEY,
