@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "ensemble": "model.commands:ensemble",
     "promote": "stream.commands.promote:promote",
     "models": "stream.commands.promote:models",
+    "retrain": "stream.commands.retrain:retrain",
 }
 
 HELP = {
@@ -45,6 +46,7 @@ HELP = {
     "ensemble": "Combine bundles into one bundle that averages their probabilities.",
     "promote": "Validate a bundle and announce it (champion/challenger); --rollback.",
     "models": "List the announced models and what each worker runs.",
+    "retrain": "Re-fine-tune the champion on recent events; announce the candidate if it wins.",
 }
 
 

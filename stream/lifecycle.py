@@ -196,3 +196,52 @@ def _iso(ms: int) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+def read_events_topic(
+    settings: Settings, since_ms: int | None = None, until_ms: int | None = None
+) -> list[dict[str, Any]]:
+    """Valid events of the events topic with since <= ts < until, read up to its current end."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from stream.highwater import true_end_offsets
+    from stream.kafka import KafkaUnavailable, check_reachable, client_config
+    from stream.validation import decode_event
+
+    check_reachable(settings.bootstrap)
+    topic = settings.events_topic
+    consumer = Consumer(
+        {
+            **client_config(settings),
+            "group.id": f"{settings.app_id}-retrain",
+            "enable.auto.commit": False,
+        }
+    )
+    events: list[dict[str, Any]] = []
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        if meta.error is not None:
+            raise KafkaUnavailable(f"events topic {topic!r} is not available: {meta.error.str()}")
+        parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        reported = {tp: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+        ends = {tp.partition: end for tp, end in true_end_offsets(settings, reported).items()}
+        consumer.assign([TopicPartition(topic, p.partition, OFFSET_BEGINNING) for p in parts])
+        positions: dict[int, int] = {}
+        while any(positions.get(p, 0) < end for p, end in ends.items()):
+            for message in consumer.consume(10_000, 1.0):
+                if message.error():
+                    continue
+                partition = int(message.partition() or 0)
+                positions[partition] = int(message.offset() or 0) + 1
+                value = message.value()
+                assert not isinstance(value, str)
+                event = decode_event(value, settings.max_event_bytes).event
+                if event is None:
+                    continue
+                if (since_ms is None or event["ts"] >= since_ms) and (
+                    until_ms is None or event["ts"] < until_ms
+                ):
+                    events.append(event)
+    finally:
+        consumer.close()
+    return events
