@@ -26,6 +26,11 @@ from stream.kafka import KafkaUnavailable
 @click.option("--since-ms", type=int, help="Oldest event time to use (ms since the epoch).")
 @click.option("--until-ms", type=int, help="Event times before this (ms since the epoch).")
 @click.option(
+    "--last-hours",
+    type=click.FloatRange(min=0.01),
+    help="Only events of the last H hours (event time; for schedules).",
+)
+@click.option(
     "--champion",
     "champion_dir",
     type=click.Path(path_type=Path),
@@ -34,7 +39,14 @@ from stream.kafka import KafkaUnavailable
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    help="Candidate bundle directory  [.bstream/retrain/<time>]",
+    help="Candidate bundle directory  [OUT_ROOT/<UTC time>]",
+)
+@click.option(
+    "--out-root",
+    type=click.Path(path_type=Path),
+    default=Path(".bstream/retrain"),
+    show_default=True,
+    help="Without --out: the candidate goes to OUT_ROOT/<UTC time> (never over a bundle).",
 )
 @click.option("--budget-min", type=click.FloatRange(min=0.05), default=5.0, show_default=True)
 @click.option(
@@ -58,8 +70,10 @@ def retrain(
     fmt: str,
     since_ms: int | None,
     until_ms: int | None,
+    last_hours: float | None,
     champion_dir: Path | None,
     out: Path | None,
+    out_root: Path,
     budget_min: float,
     margin: float,
     horizon_min: float | None,
@@ -74,6 +88,8 @@ def retrain(
     from stream.registry import read_state
 
     settings = load_settings(bootstrap=bootstrap)
+    if last_hours is not None:
+        since_ms = int(time.time() * 1000 - last_hours * 3_600_000)
     try:
         state = read_state(settings)
         if champion_dir is None:
@@ -84,12 +100,17 @@ def retrain(
             else:
                 raise click.ClickException("no champion: promote one or pass --champion")
         if events_file is not None:
-            events = list(read_events(events_file, fmt))
+            events = [
+                e
+                for e in read_events(events_file, fmt)
+                if (since_ms is None or e["ts"] >= since_ms)
+                and (until_ms is None or e["ts"] < until_ms)
+            ]
         else:
             events = lifecycle.read_events_topic(settings, since_ms, until_ms)
         if not events:
             raise click.ClickException("no events to retrain on")
-        out = out or Path(".bstream/retrain") / time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        out = out or out_root / time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         result = run_retrain(
             events, champion_dir, out, budget_min, margin, horizon_min, max_train=max_train
         )
