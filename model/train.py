@@ -312,6 +312,7 @@ def train_bundle(
     from model.bundle import METRICS_FILE, PLOTS_DIR
     from model.export import export_bundle
     from model.plots import plot_history
+    from model.reference import reference_for_bundle
     from model.runtime import load_tokenizer
 
     seed_everything(cfg.seed)
@@ -347,4 +348,5 @@ def train_bundle(
     )
     (bundle / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     plot_history(result.history, bundle / PLOTS_DIR / "training.png")
+    reference_for_bundle(bundle, data, encoding.window)  # drift reference (model/reference.py)
     return bundle, result

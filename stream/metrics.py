@@ -28,6 +28,7 @@ from prometheus_client import (
 from prometheus_client.process_collector import ProcessCollector
 
 from stream.privacy import PII_KINDS
+from stream.quality_metrics import QualityGauges
 from stream.windows import EVENT_TYPES
 
 INVALID_REASONS = (
@@ -132,6 +133,7 @@ class Metrics:
             "bstream_ready", "1 when the model is loaded and partitions assigned", registry=r
         )
         self.broker_up = Gauge("bstream_broker_up", "1 when the broker is reachable", registry=r)
+        self.quality = QualityGauges(r)  # outcomes, live accuracy, drift (stream/quality.py)
         self.health = Health()
         self._prime()
 

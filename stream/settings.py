@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     explain_sample_rate: float = Field(0.05, ge=0, le=1)
     explain_min_score: float = Field(0.5, ge=0, le=1)
 
+    # Live model quality (stream/quality.py): outcomes, online metrics, drift
+    outcomes: bool = True  # remember predictions, label them from later events, publish outcomes
+    outcomes_topic: str = "behavior.outcomes"
+    outcome_horizon_min: float = Field(30.0, gt=0, description="when the bundle does not say")
+    outcome_max_pending: int = Field(32, ge=1, description="pending predictions kept per user")
+    quality_window: int = Field(5000, ge=10, description="recent outcomes / windows for metrics")
+    psi_warn: float = Field(0.1, gt=0)
+    psi_alarm: float = Field(0.25, gt=0)
+
     # Privacy
     hmac_key: SecretStr | None = None
     hmac_key_file: Path | None = None

@@ -21,6 +21,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from stream import drifting
+
 START_MS = 1_700_006_400_000  # 2023-11-15 00:00 UTC
 DAY_MS = 86_400_000
 # Share of session starts per hour of day: quiet at night, peaks in the evening.
@@ -38,6 +40,7 @@ class SimConfig:
     session_end_p: float = 0.08  # per-step chance the session ends (mean ~12 events)
     mean_gap_s: float = 40.0  # between events inside a session
     return_to_cart_p: float = 0.3  # chance a session with a waiting cart revisits it
+    drift_at: float | None = None  # share of `days` after which behaviour drifts (stream/drifting)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class _User:
         self.price_tolerance = rng.lognormvariate(3.5, 0.7)  # prices well above this rarely sell
         self.cart: list[Item] = []
         self.events: list[dict[str, Any]] = []
+        self.drifted = False  # set per session by stream.drifting once past config.drift_at
 
     def emit(self, event_type: str, item: Item, ts: int, session: int) -> None:
         self.events.append(
@@ -128,6 +132,8 @@ class _User:
         rng = self.rng
         roll = rng.random()
         cart_p = 0.03 + 0.3 * intent * min(seen, 3) / 3
+        if self.drifted:
+            return drifting.react(self, item, seen, intent, ts, session)
         if roll < cart_p:
             ts += int(1000 * rng.uniform(2, 20))
             self.emit("cart", item, ts, session)
@@ -143,7 +149,8 @@ class _User:
     def session(self, number: int, ts: int) -> None:
         rng, config = self.rng, self.config
         intent = min(1.0, self.intent * rng.lognormvariate(0, 0.5))
-        category = rng.choice(self.favourites)
+        self.drifted = drifting.is_drifted(config, ts)
+        category = rng.choice(drifting.favourites(self) if self.drifted else self.favourites)
         views: dict[str, int] = {}
         checkout: Item | None = None  # a carted item the user has decided to buy soon
         if self.cart and rng.random() < config.return_to_cart_p:

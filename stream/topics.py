@@ -1,8 +1,9 @@
-"""Idempotent creation of the project's topics (events, predictions, DLQ, control, models, shadow).
+"""Idempotent creation of the project's topics (events, predictions, DLQ, control, outcomes,
+models, shadow).
 
->>> [t.name for t in default_topics(Settings(), partitions=4)][:4]
-['behavior.events', 'behavior.predictions', 'behavior.events.dlq', 'behavior.control']
->>> [(t.name, t.partitions, t.compact) for t in default_topics(Settings(), partitions=4)][4:]
+>>> [t.name for t in default_topics(Settings(), partitions=4)][3:5]
+['behavior.control', 'behavior.outcomes']
+>>> [(t.name, t.partitions, t.compact) for t in default_topics(Settings(), partitions=4)][5:]
 [('behavior.models', 1, True), ('behavior.predictions.shadow', 4, False)]
 """
 
@@ -39,6 +40,7 @@ def default_topics(settings: Settings, partitions: int | None = None) -> list[To
         settings.predictions_topic,
         settings.dlq_topic,
         settings.control_topic,
+        settings.outcomes_topic,
     ]
     specs = [TopicSpec(name, count, settings.replication_factor) for name in names]
     # The registry is read whole by every worker and needs one order: one compacted partition.

@@ -21,7 +21,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
@@ -92,6 +92,7 @@ class Job:
     targets: list[Target]
     events: list[EventT]
     changelog: list[Awaitable[Any]]  # the windows' changelog records (acked before events)
+    entries: list[Sequence[Any]] = field(default_factory=list)  # each target's new entries
 
 
 def now_ms() -> int:
@@ -123,6 +124,7 @@ class StreamWorker:
         self.changelog_topic = sapp.windows.changelog_topic.get_topic_name() if sapp else ""
         self.explainer = explainer if settings.explain != "off" else None
         self.rng = random.Random()  # the sample-rate explain policy
+        self.quality: Any = None  # stream.quality.Quality: outcomes, online metrics, drift
         self.stopping = False
         self._stopper: asyncio.Future[None] | None = None
         self.shadow: Shadow | None = None  # a challenger scoring in shadow (stream/modelswap.py)
@@ -169,7 +171,7 @@ class StreamWorker:
             ]
             refs = [events[ref] for update in group for ref in update.refs]
             acks = await self.publisher.enqueue(self.changelog_topic, changelog)
-            job = Job(targets, refs, acks)
+            job = Job(targets, refs, acks, [update.entries for update in group])
             for event in job.events:
                 event.message.incref()  # released in finish(), after the broker acks
             await self.queue.put(job)
@@ -259,14 +261,14 @@ class StreamWorker:
     async def publish(self, job: Job) -> Published:
         """Infer (with retries), then hand the predictions, or the events' dead letters, over."""
         records = await self.predict(job.targets)
+        quality = await self.quality.on_job(job, records) if self.quality is not None else []
         if records is None:
             letters = [_inference_letter(e) for e in job.events]
-            return Published(await self.enqueue_letters(letters), letters=letters)
-        topic = self.settings.predictions_topic
-        acks = await self.publisher.enqueue(topic, records)
+            return Published(await self.enqueue_letters(letters) + quality, letters=letters)
+        acks = await self.publisher.enqueue(self.settings.predictions_topic, records)
         if self.shadow is not None:  # after the champion's: its scores never wait on the shadow
             acks += await self.shadow.publish(self, job.targets)
-        return Published(acks, predictions=len(records))
+        return Published(acks + quality, predictions=len(records))
 
     async def release(self, job: Job, published: Published) -> None:
         """Once the broker acked the job's output and windows: count, then let offsets commit."""

@@ -120,13 +120,15 @@ def phase_optimized(stage: Stage, events: list[Event]) -> dict[str, Any]:
     return stage.run(PhaseSpec("optimized", events, opts.worker_args(), profile=opts.profile))
 
 
-def phase_intake(stage: Stage) -> dict[str, Any]:
+def phase_intake(stage: Stage, outcomes: bool = True) -> dict[str, Any]:
     """The optimized worker at max rate on few, busy users: intake when coalescing is high."""
     opts = stage.opts
     users, n = opts.intake_users, opts.intake_events
-    stage.say(f"[3/6] high-coalescing intake: {n:,} events from {users} users at max rate")
+    off = "" if outcomes else " (outcomes off)"
+    stage.say(f"[3/6] high-coalescing intake{off}: {n:,} events from {users} users at max rate")
     events = hot_user_events(users, n)
-    return stage.run(PhaseSpec("intake", events, opts.worker_args()))
+    args = opts.worker_args() if outcomes else [*opts.worker_args(), "--no-outcomes"]
+    return stage.run(PhaseSpec("intake" if outcomes else "intake_no_outcomes", events, args))
 
 
 def phase_naive(stage: Stage, events: list[Event]) -> dict[str, Any]:

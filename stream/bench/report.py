@@ -53,6 +53,7 @@ def assemble(
         "ceiling": ceiling,
         "optimized": opt,
         "intake": phases.get("intake", {}),
+        "intake_no_outcomes": phases.get("intake_no_outcomes", {}),
         "naive": naive,
         "fixed_load": fixed,
         "memory": memory,
@@ -66,6 +67,10 @@ def assemble(
         },
         "ratios": {
             "optimized_over_naive_events": ratio(opt["events_per_s"], naive.get("events_per_s")),
+            "intake_outcomes_on_over_off": ratio(
+                (phases.get("intake") or {}).get("events_per_s"),
+                (phases.get("intake_no_outcomes") or {}).get("events_per_s"),
+            ),
             "optimized_over_naive_preds": ratio(opt["preds_per_s"], naive.get("preds_per_s")),
             "pipeline_over_ceiling": ratio(opt["preds_per_s"], ceiling["best_preds_per_s"]),
             # per CPU second: robust to other load on a shared machine
@@ -214,6 +219,7 @@ def _row(*cells: str) -> str:
 RUNS = (
     ("optimized (max rate)", "optimized"),
     ("optimized, high coalescing (max rate)", "intake"),
+    ("the same, outcomes off (--no-outcomes)", "intake_no_outcomes"),
     ("naive (max rate)", "naive"),
     ("optimized at fixed load", "fixed_load"),
 )

@@ -167,6 +167,7 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
         phases["optimized"] = opt = phase_optimized(stage, data.events)
         if not opts.skip_intake:
             phases["intake"] = phase_intake(stage)
+            phases["intake_no_outcomes"] = phase_intake(stage, outcomes=False)  # cost of outcomes
         if not opts.skip_naive:
             phases["naive"] = phase_naive(stage, data.events)
         if not opts.skip_latency:

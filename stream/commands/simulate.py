@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import orjson
 
-from stream.simulate import simulate_events
+from stream.simulate import SimConfig, simulate_events
 
 
 @click.command(help="Write synthetic behaviour events as JSONL (sorted by time; '-' for stdout).")
@@ -19,9 +19,19 @@ from stream.simulate import simulate_events
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar  [default: on a terminal]"
 )
-def simulate(users: int, out: str, seed: int, progress: bool | None) -> None:
+@click.option(
+    "--drift-at",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Change behaviour (category mix, funnel) after this share of the days (docs: drift).",
+)
+def simulate(
+    users: int, out: str, seed: int, progress: bool | None, drift_at: float | None
+) -> None:
     events = simulate_events(
-        users, seed, progress=progress if progress is not None else sys.stderr.isatty()
+        users,
+        seed,
+        SimConfig(drift_at=drift_at),
+        progress=progress if progress is not None else sys.stderr.isatty(),
     )
     payload = b"".join(orjson.dumps(event) + b"\n" for event in events)
     if out == "-":

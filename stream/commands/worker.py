@@ -100,6 +100,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     from stream.kafka import KafkaUnavailable
     from stream.metrics import Metrics, serve
     from stream.privacy import PrivacyError, pseudonymizer_from_settings
+    from stream.quality import install_quality
     from stream.upkeep import install_timers
     from stream.worker import StreamWorker
 
@@ -134,6 +135,10 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     sapp.app.agent(sapp.events, name="bstream.consume")(consume)
     swapper = _swapper(settings, sapp, worker, metrics, startup)
     assert worker.publisher is not None
+    quality = install_quality(
+        sapp, settings, metrics, worker.publisher, runtime, pseudonymizer.key_id
+    )
+    worker.quality = quality
     install_timers(sapp, settings, metrics, worker.next_offset, worker.publisher)
     rejoin.install(
         sapp.app,
@@ -144,6 +149,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     )
     try:
         eraser = install_erasure(sapp, settings, pseudonymizer, metrics, worker.publisher)
+        eraser.quality = quality  # erasure removes pending outcomes too
     except KafkaUnavailable as exc:
         server.shutdown()
         raise click.ClickException(str(exc)) from None
@@ -200,6 +206,11 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     "--naive", is_flag=True, default=None, help="Baseline: one table write + inference per event."
 )
 @click.option(
+    "--outcomes/--no-outcomes",
+    default=None,
+    help="Label predictions from later events, publish outcomes, live metrics  [on]",
+)
+@click.option(
     "--explain",
     type=click.Choice(["off", "all", "top-scores", "sample-rate"]),
     help="Attach reasons to predictions: for all, scores >= explain_min_score, or a sample  [off]",
@@ -221,6 +232,7 @@ def worker(
     hmac_key_file: Path | None,
     allow_raw_ids: bool | None,
     naive: bool | None,
+    outcomes: bool | None,
     explain: str | None,
     log_level: str,
 ) -> None:
@@ -238,6 +250,7 @@ def worker(
         hmac_key_file=hmac_key_file,
         allow_raw_ids=allow_raw_ids,
         naive=naive,
+        outcomes=outcomes,
         explain=explain,
     )
     run_worker(settings, loglevel=log_level)

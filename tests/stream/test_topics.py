@@ -1,4 +1,4 @@
-"""`bstream topics create`: the four topics, idempotently, with the asked partition count."""
+"""`bstream topics create`: the five topics, idempotently, with the asked partition count."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ NAMES = [
     "behavior.predictions",
     "behavior.events.dlq",
     "behavior.control",
+    "behavior.outcomes",
     "behavior.models",
     "behavior.predictions.shadow",
 ]
@@ -23,7 +24,10 @@ def test_default_topics_names_and_partitions() -> None:
     specs = default_topics(Settings(partitions=6))
 
     assert [s.name for s in specs] == NAMES
-    assert {s.name: s.partitions for s in specs} == {**dict.fromkeys(NAMES, 6), NAMES[4]: 1}
+    assert {s.name: s.partitions for s in specs} == {
+        **dict.fromkeys(NAMES, 6),
+        "behavior.models": 1,
+    }
     assert [s.name for s in specs if s.compact] == ["behavior.models"]
     assert {s.partitions for s in default_topics(Settings(), partitions=2)} == {1, 2}
 
