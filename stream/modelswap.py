@@ -126,10 +126,16 @@ class ShadowScorer:
         self.rng = random.Random()
         self.counter, self.failures = counter, failures
 
-    async def publish(self, worker: Any, targets: list[Target]) -> list[Awaitable[Any]]:
-        """Score the batch (on the inference thread, after the champion) and hand it over."""
+    async def publish(self, worker: Any, job: Any) -> list[Awaitable[Any]]:
+        """Score the batch (on the inference thread, after the champion) and hand it over.
+
+        With outcomes on, the shadow predictions are remembered like the champion's (by their
+        model_version), so they get outcomes and online metrics of their own; the drift monitor
+        stays the champion's.
+        """
         if self.share < 1.0 and self.rng.random() >= self.share:
             return []
+        targets: list[Target] = job.targets
         loop = asyncio.get_running_loop()
         try:
             scores = await loop.run_in_executor(
@@ -160,7 +166,17 @@ class ShadowScorer:
             )
             return []
         self.counter.labels(model_version=self.version).inc(len(records))
-        return await worker.publisher.enqueue(worker.settings.shadow_topic, records)
+        acks: list[Awaitable[Any]] = await worker.publisher.enqueue(
+            worker.settings.shadow_topic, records
+        )
+        quality = getattr(worker, "quality", None)
+        if quality is not None:
+            drift, quality.drift = quality.drift, None  # the score drift is the champion's
+            try:
+                acks += await quality.on_job(job, records)
+            finally:
+                quality.drift = drift
+        return acks
 
 
 @dataclass

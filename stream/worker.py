@@ -71,9 +71,7 @@ class Explaining(Protocol):
 class Shadow(Protocol):
     """A challenger scoring next to the champion (stream.modelswap.ShadowScorer)."""
 
-    async def publish(
-        self, worker: StreamWorker, targets: list[Target]
-    ) -> list[Awaitable[Any]]: ...
+    async def publish(self, worker: StreamWorker, job: Job) -> list[Awaitable[Any]]: ...
 
 
 @dataclass
@@ -267,7 +265,7 @@ class StreamWorker:
             return Published(await self.enqueue_letters(letters) + quality, letters=letters)
         acks = await self.publisher.enqueue(self.settings.predictions_topic, records)
         if self.shadow is not None:  # after the champion's: its scores never wait on the shadow
-            acks += await self.shadow.publish(self, job.targets)
+            acks += await self.shadow.publish(self, job)
         return Published(acks + quality, predictions=len(records))
 
     async def release(self, job: Job, published: Published) -> None:

@@ -299,3 +299,112 @@ def test_bad_announcements_keep_the_old_model_and_rollback_swaps_back(
         assert health(restarted)["model_version"] == new
         assert health(restarted)["lifecycle"]["from_registry"] is True
         assert f"model {new}" in restarted.log()
+
+
+def test_a_challenger_scores_in_shadow_only(
+    broker: EmbeddedBroker, tiny_bundle: Path, second_bundle: Path, tmp_path: Path
+) -> None:
+    wenv = new_env(broker.bootstrap)
+    settings = wenv.settings
+    old, new = version_of(tiny_bundle), version_of(second_bundle)
+    kinds = ("view", "click", "view", "cart", "view", "purchase")
+    events = [  # 20 events a minute apart per user, with purchases: outcomes get labels
+        {"user_id": f"u{u}", "event_type": kinds[(u + j) % 6], "ts": T0 + j * 60_000,
+         "item_id": f"i{(u + j) % 5}"}
+        for j in range(20)
+        for u in range(30)
+    ]  # fmt: skip
+    newest = {wenv.user(e["user_id"]): e["ts"] for e in events}
+    loaded = lambda w: w.metric(  # noqa: E731
+        "bstream_model_swaps_total", role="challenger", outcome="ok"
+    )
+
+    with WorkerProcess(wenv, tiny_bundle, tmp_path) as worker:
+        worker.wait_ready()
+        promote(str(second_bundle), settings, role="challenger", share=1.0)
+        wait_for(lambda: loaded(worker) == 1, "the challenger")
+        produce(wenv.bootstrap, settings.events_topic, [
+            (e["user_id"].encode(), event_json(e)) for e in events
+        ])  # fmt: skip
+        main = collect(wenv.bootstrap, settings.predictions_topic, reflects(newest))
+        shadow = collect(wenv.bootstrap, settings.shadow_topic, reflects(newest))
+        shadow_count = worker.metric("bstream_shadow_predictions_total", model_version=new)
+        status = health(worker)["lifecycle"]
+        outcomes = collect(
+            wenv.bootstrap,
+            settings.outcomes_topic,
+            lambda r: {orjson.loads(m.value or b"")["model_version"] for m in r} == {old, new},
+        )
+        per_version = {
+            v: worker.metric("bstream_outcomes_total", model_version=v) for v in (old, new)
+        }
+
+    assert {orjson.loads(m.value or b"")["model_version"] for m in main} == {old}
+    assert {orjson.loads(m.value or b"")["model_version"] for m in shadow} == {new}
+    assert set(latest_by_user(shadow)) == set(newest)
+    assert shadow_count == len(shadow) == len(main)  # share 1.0: every batch, same targets
+    assert status["champion"] == old and status["challenger"] == new
+    # the challenger's outcomes are joined like the champion's: same windows, same labels
+    by_version: dict[str, dict[tuple[str, int], Any]] = {old: {}, new: {}}
+    for m in outcomes:
+        o = orjson.loads(m.value or b"")
+        by_version[o["model_version"]][(o["user"], o["last_event_ts"])] = o["labels"]
+    shared = by_version[old].keys() & by_version[new].keys()
+    assert shared and all(by_version[old][k] == by_version[new][k] for k in shared)
+    assert per_version[old] > 0 and per_version[new] > 0
+
+
+def drain(wenv: WorkerEnv, topic: str, events: list[dict[str, Any]]) -> tuple[float, list[Msg]]:
+    """Produce a burst; seconds until every user's prediction reflects their newest event."""
+    newest = {wenv.user(e["user_id"]): e["ts"] for e in events}
+    started = time.monotonic()
+    produce(wenv.bootstrap, wenv.settings.events_topic, [
+        (e["user_id"].encode(), event_json(e)) for e in events
+    ])  # fmt: skip
+    records = collect(wenv.bootstrap, topic, reflects(newest), timeout=600)
+    return time.monotonic() - started, [
+        m for m in records if orjson.loads(m.value or b"")["user"] in newest
+    ]
+
+
+@pytest.mark.slow
+def test_shadow_cost_bench(
+    broker: EmbeddedBroker,
+    tiny_bundle: Path,
+    second_bundle: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Intake and latency: champion alone vs champion + a challenger at 100% (same worker)."""
+    wenv = new_env(broker.bootstrap)
+    n = 6000
+    alone_events = synthetic_events(n, users=600)
+    shadow_events = [
+        {**e, "user_id": "s" + e["user_id"], "ts": e["ts"] + 10**7} for e in alone_events
+    ]
+    figures: dict[str, Any] = {"events": n}
+    with WorkerProcess(wenv, tiny_bundle, tmp_path) as worker:
+        worker.wait_ready()
+        drain(wenv, wenv.settings.predictions_topic, synthetic_events(300, users=30))  # warm
+        for name, events in (("alone", alone_events), ("with_shadow_100pct", shadow_events)):
+            if name != "alone":
+                promote(str(second_bundle), wenv.settings, role="challenger", share=1.0)
+                wait_for(
+                    lambda: (
+                        worker.metric("bstream_model_swaps_total", role="challenger", outcome="ok")
+                        == 1
+                    ),
+                    "the challenger",
+                )
+            seconds, records = drain(wenv, wenv.settings.predictions_topic, events)
+            latency = sorted(orjson.loads(m.value or b"")["latency_ms"] for m in records)
+            figures[name] = {
+                "events_per_s": round(n / seconds, 1),
+                "latency_p50_ms": latency[len(latency) // 2],
+                "latency_p95_ms": latency[int(len(latency) * 0.95)],
+            }
+    with capsys.disabled():
+        print("\nshadow cost:", json.dumps(figures))
+    assert (
+        figures["alone"]["events_per_s"] > 0 and figures["with_shadow_100pct"]["events_per_s"] > 0
+    )
