@@ -1,7 +1,7 @@
 """Drift reference of a bundle: histograms of its validation windows and their scores.
 
 `train_bundle` writes it after export; `bstream drift-reference` adds one to an existing bundle.
-The histograms and PSI are in stream/drift.py (the worker uses the same profile function).
+The histograms and PSI are in model/drift.py (the worker uses the same profile function).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from model.data import LabelledData
-from stream.drift import build_reference, events_profile, save_reference
+from model.drift import build_reference, events_profile, save_reference
 
 MAX_WINDOWS = 1000
 CHUNK = 64
@@ -49,7 +49,7 @@ def drift_reference(bundle: Path, data: Path, fmt: str, max_windows: int) -> Non
     """Add drift reference histograms (the validation windows of DATA) to an existing bundle."""
     from model.bundle import BundleError, read_meta
     from model.data import load_data
-    from stream.formats import FormatError
+    from schemas.formats import FormatError
 
     try:
         meta = read_meta(bundle)

@@ -29,6 +29,9 @@ COMMANDS: dict[str, str] = {
     "bench-model": "stream.commands.model:bench_model",
     "explain": "stream.commands.model:explain",
     "ensemble": "stream.commands.model:ensemble",
+    "promote": "stream.commands.promote:promote",
+    "models": "stream.commands.promote:models",
+    "retrain": "stream.commands.retrain:retrain",
 }
 
 # Commands of the offline stack: they need an install extra (pyproject.toml); the rest need none.
@@ -40,6 +43,7 @@ COMMAND_EXTRAS: dict[str, str] = {
     "ensemble": "train",
     "demo": "train",
     "bench": "train",  # builds the tiny bundle on the MiniLM tokenizer
+    "retrain": "train",
 }
 
 HELP = {
@@ -60,6 +64,9 @@ HELP = {
     "bench-model": "Model-only throughput: eager vs TorchScript vs int8 by batch size.",
     "explain": "Explain one user window: which events moved the score.",
     "ensemble": "Combine bundles into one bundle that averages their probabilities.",
+    "promote": "Validate a bundle and announce it (champion/challenger); --rollback.",
+    "models": "List the announced models and what each worker runs.",
+    "retrain": "Re-fine-tune the champion on recent events; announce the candidate if it wins.",
 }
 
 

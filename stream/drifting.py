@@ -18,18 +18,9 @@ BUY_NOW_BASE = 0.01  # after the drift, chance of an immediate purchase on a rep
 BUY_NOW_INTENT = 0.1  # ... plus this times the session's intent
 
 
-def drift_ts(config: Any) -> float | None:
-    """Event time (ms) of the drift point, or None without drift."""
-    from stream.simulate import DAY_MS, START_MS
-
-    if config.drift_at is None:
-        return None
-    return START_MS + config.drift_at * config.days * DAY_MS
-
-
 def is_drifted(config: Any, ts: int) -> bool:
     """True for sessions starting at or after the drift point."""
-    point = drift_ts(config)
+    point = config.drift_ms  # SimConfig.drift_ms
     return point is not None and ts >= point
 
 

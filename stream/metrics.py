@@ -59,6 +59,7 @@ class Health:
     recovery: dict[str, Any] = field(default_factory=dict)  # stream/recovery.py health_detail
     instance_id: str = ""  # launchers compare it with the process they started
     pid: int = 0
+    lifecycle: dict[str, Any] | None = None  # registry/hot-swap details (stream/modelswap.py)
 
     @property
     def ready(self) -> bool:
@@ -76,6 +77,7 @@ class Health:
             "recovery": self.recovery,
             "instance_id": self.instance_id,
             "pid": self.pid,
+            **({"lifecycle": self.lifecycle} if self.lifecycle is not None else {}),
         }
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from model.labels import INF, LABEL_EVENT_TYPES, horizon_label
-from stream.validation import check
+from schemas.validation import check
 
 OUTCOME_SCHEMA = "outcome.v1.json"
 

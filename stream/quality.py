@@ -20,8 +20,8 @@ from typing import Any
 import click
 import orjson
 
+from model.drift import FEATURES, DriftMonitor, load_reference
 from stream.app import PinnedTable, StreamApp, as_current_event
-from stream.drift import FEATURES, DriftMonitor, load_reference
 from stream.metrics import Metrics
 from stream.online_metrics import OnlineQuality
 from stream.outcomes import (

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     predictions_topic: str = "behavior.predictions"
     dlq_topic: str = "behavior.events.dlq"
     control_topic: str = "behavior.control"
+    models_topic: str = "behavior.models"  # the model registry (compacted, one partition)
+    shadow_topic: str = "behavior.predictions.shadow"  # challengers' scores, never the main topic
     partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1)
 
@@ -57,6 +59,9 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         None, ge=1, description="fixed count; default: adaptive per batch (stream.threads)"
     )
+    registry: bool = True  # follow the models topic: start on its champion, hot-swap on changes
+    registry_poll_s: float = Field(0.5, gt=0)
+    shadow_share: float = Field(1.0, ge=0, le=1, description="default challenger batch share")
     explain: Literal["off", "all", "top-scores", "sample-rate"] = "off"
     explain_top_k: int = 3
     explain_sample_rate: float = Field(0.05, ge=0, le=1)

@@ -42,6 +42,11 @@ class SimConfig:
     return_to_cart_p: float = 0.3  # chance a session with a waiting cart revisits it
     drift_at: float | None = None  # share of `days` after which behaviour drifts (stream/drifting)
 
+    @property
+    def drift_ms(self) -> float | None:
+        """Event time (ms) of the drift point, or None without drift."""
+        return None if self.drift_at is None else START_MS + self.drift_at * self.days * DAY_MS
+
 
 @dataclass(frozen=True)
 class Item:

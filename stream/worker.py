@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import orjson
 from faust.types import EventT
 
+from schemas.validation import decode_event
 from stream.app import StreamApp, as_current_event
 from stream.batching import Item, Target, UserUpdate, model_inputs, plan_groups
 from stream.clock import now_ms
@@ -36,7 +37,6 @@ from stream.outputs import should_explain
 from stream.privacy import Pseudonymizer, classify_field
 from stream.publish import OutRecord, Publisher, build_prediction, encode_prediction
 from stream.settings import Settings
-from stream.validation import decode_event
 from stream.windows import (
     EVENT_TYPES,
     apply_events,
@@ -68,6 +68,12 @@ class Explaining(Protocol):
     def explain(
         self, windows: Sequence[Any], scores: Sequence[Any] | None = None, top_k: int = 3
     ) -> list[list[dict[str, Any]]]: ...
+
+
+class Shadow(Protocol):
+    """A challenger scoring next to the champion (stream.modelswap.ShadowScorer)."""
+
+    async def publish(self, worker: StreamWorker, job: Job) -> list[Awaitable[Any]]: ...
 
 
 @dataclass
@@ -118,6 +124,7 @@ class StreamWorker:
         self.quality: Any = None  # stream.quality.Quality: outcomes, online metrics, drift
         self.stopping = False
         self._stopper: asyncio.Future[None] | None = None
+        self.shadow: Shadow | None = None  # a challenger scoring in shadow (stream/modelswap.py)
 
     # -- intake (inside the take_events body) --------------------------------------------------
 
@@ -275,6 +282,8 @@ class StreamWorker:
             letters = [_inference_letter(e) for e in job.events]
             return Published(await self.enqueue_letters(letters) + quality, letters=letters)
         acks = await self.publisher.enqueue(self.settings.predictions_topic, records)
+        if self.shadow is not None:  # after the champion's: its scores never wait on the shadow
+            acks += await self.shadow.publish(self, job)
         return Published(acks + quality, predictions=len(records))
 
     async def release(
@@ -330,12 +339,14 @@ class StreamWorker:
         """Prediction records for the targets, or None when every attempt failed."""
         loop = asyncio.get_running_loop()
         inputs = model_inputs(targets)
+        model = self.model  # one model per batch: a hot swap takes effect from the next batch
         for attempt in range(INFERENCE_RETRIES + 1):
             started = time.monotonic()
             try:
-                scores = await loop.run_in_executor(self.executor, self.model.predict, inputs)
+                scores = await loop.run_in_executor(self.executor, model.predict, inputs)
                 self.metrics.inference_seconds.observe(time.monotonic() - started)
-                return self._records(targets, scores, await self.reasons(inputs, scores))
+                reasons = await self.reasons(inputs, scores)
+                return self._records(targets, scores, reasons, model.version)
             except Exception as exc:  # noqa: BLE001 - any model failure takes the retry/DLQ path
                 self.metrics.inference_failures.inc()
                 log.warning(
@@ -394,6 +405,7 @@ class StreamWorker:
         targets: list[Target],
         scores: list[dict[str, float]],
         reasons: dict[int, list[dict[str, Any]]] | None = None,
+        version: str | None = None,
     ) -> list[OutRecord]:
         if len(scores) != len(targets):
             raise ValueError(f"model returned {len(scores)} results for {len(targets)} windows")
@@ -404,7 +416,7 @@ class StreamWorker:
                 target.key.decode(),
                 self.pseudo.key_id,
                 score,
-                self.model.version,
+                version if version is not None else self.model.version,
                 target.window,
                 latency_ms=(mono - target.arrival) * 1000,
                 now_ms=stamp,

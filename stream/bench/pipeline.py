@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
+from schemas.formats import event_json
 from stream.bench.data import Event, newest_by_user
 from stream.bench.profile import Profiler
 from stream.bench.workerproc import BENCH_KEY, Deployment, Sample, WorkerProc
-from stream.formats import event_json
 from stream.kafka import consumer_config, producer_config
 from stream.privacy import pseudonym
 from stream.replay import Pacer

@@ -165,7 +165,7 @@ def port_free(port: int, option: str) -> None:
 
 def sniff_format(path: Path) -> str | None:
     """Which input format a file looks like from its first rows: jsonl, taobao, rees46 or None."""
-    from stream.formats import FORMAT_NAMES, read_rows
+    from schemas.formats import FORMAT_NAMES, read_rows
 
     best, best_valid = None, 0
     for fmt in FORMAT_NAMES:
@@ -187,7 +187,7 @@ def format_matches(path: Path, fmt: str, option: str = "--format", strict: bool 
 
     strict=False refuses only when another format reads those rows (a conclusive mistake).
     """
-    from stream.formats import read_rows
+    from schemas.formats import read_rows
 
     rows = 0
     try:

@@ -94,7 +94,7 @@ def monitor(
     click.echo("\n".join(quality_table(outcomes, label, settings.quality_window)))
     if check_file is None:
         return
-    from stream.formats import read_events
+    from schemas.formats import read_events
     from stream.outcome_check import check_outcomes, offline_examples
     from stream.privacy import PrivacyError, pseudonymizer_from_settings
 

@@ -14,9 +14,9 @@ from typing import cast
 
 import click
 
+from schemas.formats import FORMAT_NAMES, FormatError
 from stream.commands import checks
 from stream.commands.common import bootstrap_option, env_default, load_settings
-from stream.formats import FORMAT_NAMES, FormatError
 from stream.kafka import PARTITIONERS, KafkaUnavailable, Partitioner, require_topic
 from stream.replay import ReplayOptions, exit_problem, format_summary, replay_file
 

@@ -9,9 +9,9 @@ from typing import Any
 import click
 import orjson
 
+from schemas.validation import validate_prediction
 from stream.commands.common import bootstrap_option, env_default, load_settings
 from stream.kafka import KafkaUnavailable, client_config, require_topic
-from stream.validation import validate_prediction
 
 
 def format_prediction(prediction: dict[str, Any]) -> str:

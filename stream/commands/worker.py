@@ -31,15 +31,13 @@ def _ensure_topics(settings: Settings) -> int:
 def _load_model(settings: Settings) -> Any:
     import torch
 
-    from model.runtime import BundleError, Runtime
+    from model.runtime import BundleError
+    from stream.modelswap import startup_model
 
     # Warm up on every core; stream.threads then sets the count per batch on the inference thread.
     torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
-    assert settings.model is not None  # preflight checked it
     try:
-        return Runtime.load(
-            settings.model, settings.device, settings.quantize, chunk_rows=settings.model_chunk
-        )
+        return startup_model(settings)
     except (BundleError, ValueError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
 
@@ -59,7 +57,8 @@ def preflight(settings: Settings) -> Any:
         pseudonymizer = pseudonymizer_from_settings(settings)
     except PrivacyError as exc:
         raise click.ClickException(str(exc)) from None
-    checks.bundle_dir(settings.model, "--model")
+    if settings.model is not None or not settings.registry:
+        checks.bundle_dir(settings.model, "--model")  # else the registry's champion, if any
     if not settings.store.startswith(STORE_SCHEMES):
         raise click.BadParameter(
             f"{settings.store!r} is not a table store; give memory:// or rocksdb://",
@@ -92,6 +91,32 @@ def _explainer(settings: Settings, runtime: Any) -> Any:
     from model.explain import Explainer
 
     return Explainer(runtime)
+
+
+def _swapper(settings: Settings, sapp: Any, worker: Any, metrics: Any, startup: Any) -> Any:
+    """Hot reload from the registry topic (None with BSTREAM_REGISTRY=false)."""
+    if not settings.registry:
+        return None
+    from stream.kafka import KafkaUnavailable
+    from stream.modelswap import ModelSwapper, install_swapper
+    from stream.threads import AdaptiveThreads
+
+    swapper = ModelSwapper(
+        settings,
+        worker,
+        metrics,
+        startup,
+        wrap=lambda model: AdaptiveThreads(
+            model, fixed=settings.torch_threads, on_change=metrics.threads.set
+        ),
+        explainer=lambda model: _explainer(settings, model),
+    )
+    try:
+        swapper.open()
+    except KafkaUnavailable as exc:
+        log.warning("registry not followed yet (retried on the timer): %s", exc)
+    install_swapper(sapp, settings, swapper)
+    return swapper
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
@@ -127,7 +152,8 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     from stream.upkeep import install_timers
     from stream.worker import StreamWorker
 
-    runtime = _load_model(settings)
+    startup = _load_model(settings)
+    runtime = startup.runtime
     try:
         partitions = _ensure_topics(settings)
     except KafkaUnavailable as exc:
@@ -144,6 +170,7 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
         await worker.consume(stream)
 
     sapp.app.agent(sapp.events, name="bstream.consume")(consume)
+    swapper = _swapper(settings, sapp, worker, metrics, startup)
     assert worker.publisher is not None
     quality = install_quality(
         sapp, settings, metrics, worker.publisher, runtime, pseudonymizer.key_id
@@ -172,6 +199,8 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     try:
         faust.Worker(sapp.app, loglevel=loglevel, quiet=True).execute_from_commandline()
     finally:
+        if swapper is not None:
+            swapper.close()
         eraser.close()
         worker.executor.shutdown(wait=False, cancel_futures=True)
 

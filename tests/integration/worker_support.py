@@ -55,6 +55,8 @@ class WorkerEnv:
             dlq_topic=f"dlq-{s}",
             control_topic=f"control-{s}",
             outcomes_topic=f"outcomes-{s}",
+            models_topic=f"models-{s}",
+            shadow_topic=f"shadow-{s}",
             app_id=f"app-{s}",
             partitions=self.partitions,
         )
@@ -74,6 +76,8 @@ class WorkerEnv:
             "BSTREAM_DLQ_TOPIC": s.dlq_topic,
             "BSTREAM_CONTROL_TOPIC": s.control_topic,
             "BSTREAM_OUTCOMES_TOPIC": s.outcomes_topic,
+            "BSTREAM_MODELS_TOPIC": s.models_topic,
+            "BSTREAM_SHADOW_TOPIC": s.shadow_topic,
             "BSTREAM_APP_ID": s.app_id,
             "BSTREAM_PARTITIONS": str(self.partitions),
             "BSTREAM_HMAC_KEY": TEST_KEY,

@@ -7,8 +7,8 @@ import numpy as np
 
 from model.baselines import fit_logreg
 from model.data import label_events
+from model.drift import DriftMonitor, build_reference, events_profile
 from model.features import window_features
-from stream.drift import DriftMonitor, build_reference, events_profile
 from stream.online_metrics import OnlineQuality
 from stream.outcomes import Pending, UserPending, observe, remember
 from stream.simulate import DAY_MS, START_MS, SimConfig, simulate_events

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
-from stream.drift import (
+from model.drift import (
     DriftMonitor,
     build_reference,
     events_profile,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from model.labels import label_sequence
-from stream.formats import read_events
+from schemas.formats import read_events
 from stream.outcomes import (
     Pending,
     UserPending,
