@@ -93,7 +93,7 @@ class Job:
     events: list[EventT]
     changelog: list[OutRecord]  # the windows' changelog records, sent once predictions are acked
     tick: int = 0  # the table's removal tick when the windows were written
-    entries: list[Sequence[Any]] = field(default_factory=list)  # each target's new entries
+    entries: Sequence[Sequence[Any]] = field(default_factory=list)  # each target's new entries
 
 
 class StreamWorker:
