@@ -163,6 +163,7 @@ class AdaptiveThreads:
 
             torch.set_num_threads(wanted)  # per OS thread: must run on the inference thread
             self.threads = wanted
+            log.debug("inference threads -> %d (event loop busy %.2f)", wanted, self.meter.busy)
             if self.on_change is not None:
                 self.on_change(wanted)
         started = time.perf_counter()

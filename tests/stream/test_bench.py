@@ -57,7 +57,7 @@ def quick_run(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     json_path = out / "report" / "bench.json"
     cmd = [BSTREAM, "bench", "--quick", "--bundle", str(tiny_bundle), "--json", str(json_path)]
     cmd += ["--no-progress", "--events", "1500", "--naive-events", "150", "--memory-users", "1500"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=480)  # < pytest-timeout
     assert done.returncode == 0, done.stderr[-3000:]
     return json_path, done.stdout
 
