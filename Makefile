@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install constraints demo test test-faults lint bench clean
+.PHONY: install constraints demo test test-faults lint bench bench-gpu bench-gpu-dry clean
 
 install: $(STAMP)
 
@@ -43,3 +43,12 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# GPU checks in one go (< 10 min): bf16 vs fp32 parity, batch-size curve, bench-model, bench --quick
+# on cuda. BUNDLE=path/to/bundle; `make bench-gpu-dry` runs the CPU dry mode (as `make test` does).
+BUNDLE ?= $(shell ls -dt .bstream/bundles/*/ 2>/dev/null | head -1)
+bench-gpu: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m stream.bench.gpu --bundle $(BUNDLE) --out bench-gpu
+
+bench-gpu-dry: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m stream.bench.gpu --bundle $(BUNDLE) --out bench-gpu --dry-run

@@ -65,6 +65,13 @@ def next_occurrences(events: Sequence[Event], label_types: Sequence[str]) -> lis
     return result
 
 
+def horizon_label(
+    prefix_ts: float, label_ts: float, horizon_ms: float, limit_ms: float = INF
+) -> float:
+    """The one label rule (training and live outcomes); `label_ts`: first label event after."""
+    return 1.0 if label_ts - prefix_ts <= horizon_ms and label_ts < limit_ms else 0.0
+
+
 def label_sequence(
     events: Sequence[Event], horizon_ms: int, label_types: Sequence[str], limit_ms: float = INF
 ) -> list[tuple[int, tuple[float, ...]]]:
@@ -79,9 +86,7 @@ def label_sequence(
         if event["event_type"] == "purchase":
             continue
         ts = event["ts"]
-        labels = tuple(
-            1.0 if nxt[i] - ts <= horizon_ms and nxt[i] < limit_ms else 0.0 for nxt in next_ts
-        )
+        labels = tuple(horizon_label(ts, nxt[i], horizon_ms, limit_ms) for nxt in next_ts)
         out.append((i, labels))
     return out
 
@@ -122,9 +127,7 @@ def build_examples(
                 counts["purged" if boundary == "purge" else "clipped"] += 1
                 if boundary == "purge":
                     continue
-            labels = tuple(
-                1.0 if nxt[i] - ts <= horizon_ms and nxt[i] < limit else 0.0 for nxt in next_ts
-            )
+            labels = tuple(horizon_label(ts, nxt[i], horizon_ms, limit) for nxt in next_ts)
             counts[split] += 1
             examples.append(Example(user, i, ts, labels, split))
     return examples, counts

@@ -27,7 +27,8 @@ from model.tracing import synthetic_batch, trace
 __all__ = ["BundleError", "Runtime", "load_tokenizer"]
 
 log = logging.getLogger(__name__)
-MAX_CHUNK = 128  # rows per model call; larger batches are split
+MAX_CHUNK = 128  # rows per model call on a CPU; larger batches are split
+GPU_CHUNK = 1024  # rows per model call on a GPU (BSTREAM_MODEL_CHUNK; `bstream bench-gpu` curve)
 
 
 def resolve_device(device: str) -> str:
@@ -68,10 +69,17 @@ class Runtime:
         self.device: str = device
         self.dtype = dtype
         self.buckets = encoder.cfg.length_buckets()
+        self.chunk_rows = GPU_CHUNK if device == "cuda" else MAX_CHUNK
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, bundle_dir: Path | str, device: str = "auto", quantize: bool = False) -> Runtime:
+    def load(
+        cls,
+        bundle_dir: Path | str,
+        device: str = "auto",
+        quantize: bool = False,
+        chunk_rows: int | None = None,
+    ) -> Runtime:
         """Validate and load a bundle; BundleError if missing, corrupt or of another version."""
         bundle_dir = Path(bundle_dir)
         meta = validate_bundle(bundle_dir)
@@ -91,6 +99,7 @@ class Runtime:
         elif quantize:
             module = cls._int8_module(script, meta)
         runtime = cls(module.eval(), encoder, meta, device, dtype)
+        runtime.chunk_rows = chunk_rows or runtime.chunk_rows
         try:
             runtime.warm_up()
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -124,29 +133,55 @@ class Runtime:
 
     def predict(self, windows: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, float]]:
         """One {label: probability} per window (events newest last)."""
-        probs = self.predict_encoded(self.encode(windows))
+        # On a GPU, launches return at once: slice k+1 is tokenised and padded on the CPU while
+        # slice k runs, so encoding does not starve the GPU. On a CPU one slice is the whole batch.
+        step = self.chunk_rows if self.device == "cuda" else max(1, len(windows))
+        launched = [
+            self._launch_encoded(self.encode(windows[start : start + step]))
+            for start in range(0, len(windows), step)
+        ]
+        probs = [row for slice_ in launched for row in self._collect(*slice_)]
         return [dict(zip(self.labels, map(float, row), strict=True)) for row in probs]
 
     def predict_encoded(self, encoded: Sequence[Encoded]) -> list[list[float]]:
         """Probabilities per encoded window; grouped by length bucket (short stays cheap)."""
+        return self._collect(*self._launch_encoded(encoded))
+
+    def _launch_encoded(
+        self, encoded: Sequence[Encoded]
+    ) -> tuple[int, list[tuple[list[int], torch.Tensor]]]:
+        """Start the model on every chunk (bucketed by length); the outputs may still be running."""
         groups: dict[int, list[int]] = defaultdict(list)
         for i, enc in enumerate(encoded):
             groups[bucket_for(len(enc.input_ids), self.buckets)].append(i)
-        out: list[list[float]] = [[] for _ in encoded]
+        pending = []
         for length, rows in sorted(groups.items()):
-            for start in range(0, len(rows), MAX_CHUNK):
-                chunk = rows[start : start + MAX_CHUNK]
+            for start in range(0, len(rows), self.chunk_rows):
+                chunk = rows[start : start + self.chunk_rows]
                 ids, mask = self.encoder.pad([encoded[i] for i in chunk], length)
-                for i, row in zip(chunk, self._run(ids, mask), strict=True):
-                    out[i] = row
+                pending.append((chunk, self._launch(ids, mask)))
+        return len(encoded), pending
+
+    @staticmethod
+    def _collect(n: int, pending: list[tuple[list[int], torch.Tensor]]) -> list[list[float]]:
+        """Wait for the launched chunks; rows back in input order."""
+        out: list[list[float]] = [[] for _ in range(n)]
+        for chunk, probs in pending:
+            for i, row in zip(chunk, probs.float().cpu().tolist(), strict=True):
+                out[i] = row
         return out
 
-    def _run(self, ids: list[list[int]], mask: list[list[int]]) -> list[list[float]]:
-        input_ids = torch.tensor(ids, dtype=torch.long, device=self.device)
-        attention_mask = torch.tensor(mask, dtype=torch.long, device=self.device)
+    def _launch(self, ids: list[list[int]], mask: list[list[int]]) -> torch.Tensor:
+        input_ids = torch.tensor(ids, dtype=torch.long)
+        attention_mask = torch.tensor(mask, dtype=torch.long)
+        if self.device == "cuda":  # pinned host memory: the copy is async, the CPU moves on
+            input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
+            attention_mask = attention_mask.pin_memory().to(self.device, non_blocking=True)
         with self._lock, torch.inference_mode():
-            probs = self.module(input_ids, attention_mask)
-        return probs.float().cpu().tolist()  # type: ignore[no-any-return]
+            return self.module(input_ids, attention_mask)  # type: ignore[no-any-return]
+
+    def _run(self, ids: list[list[int]], mask: list[list[int]]) -> list[list[float]]:
+        return self._launch(ids, mask).float().cpu().tolist()  # type: ignore[no-any-return]
 
     def warm_up(self, rounds: int = 2) -> None:
         """Run every length bucket a couple of times so the first real batch is not slow."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -213,7 +214,10 @@ def train_model(
     )
     checkpoints = Checkpoints(cfg.average_top)
     best_pr, bad_evals, step = -1.0, 0, 0
-    bar = tqdm(total=total, desc="train", unit="step", mininterval=2.0)
+    # A bar on a terminal only; a log gets just the one line per validation (tqdm.write).
+    bar = tqdm(
+        total=total, desc="train", unit="step", mininterval=2.0, disable=not sys.stderr.isatty()
+    )
     result.stopped = "completed"
     while step < total and not result.stopped.startswith(("time", "early")):
         for batch in loader:
@@ -225,7 +229,8 @@ def train_model(
             schedule.step()
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", best_pr=f"{best_pr:.3f}")
+            shown = {"best_pr": f"{best_pr:.3f}"} if best_pr >= 0 else {}  # none before val
+            bar.set_postfix({"loss": f"{loss.item():.3f}", **shown})
             last = step >= total or budget.over()
             if step % cfg.eval_every == 0 or last:
                 val_logit = score(model, encoder, val_enc)[:, 0]
@@ -312,6 +317,7 @@ def train_bundle(
     from model.bundle import METRICS_FILE, PLOTS_DIR
     from model.export import export_bundle
     from model.plots import plot_history
+    from model.reference import reference_for_bundle
     from model.runtime import load_tokenizer
 
     seed_everything(cfg.seed)
@@ -347,4 +353,5 @@ def train_bundle(
     )
     (bundle / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     plot_history(result.history, bundle / PLOTS_DIR / "training.png")
+    reference_for_bundle(bundle, data, encoding.window)  # drift reference (model/reference.py)
     return bundle, result

@@ -18,7 +18,7 @@ import faust
 from faust import streams as faust_streams
 from faust.types import EventT, TopicT
 
-from stream import faustpatch
+from stream import faustpatch, recovery
 from stream.publish import OutRecord
 from stream.settings import Settings
 
@@ -42,6 +42,10 @@ class PinnedTable(faust.Table):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, use_partitioner=True, **kwargs)
         self._pins: dict[Any, int] = {}
+        # Deletions by tick, so that a changelog record published after its prediction (see
+        # StreamWorker.release) is dropped when its key was erased or expired in the meantime.
+        self.tick = 0
+        self._removed: dict[bytes, int] = {}
 
     def put(self, key: bytes, value: bytes, partition: int) -> OutRecord:
         """Store `value` locally; its changelog record for `partition`."""
@@ -53,7 +57,21 @@ class PinnedTable(faust.Table):  # type: ignore[misc]
         if self.data.get(key) is None:
             return None
         del self.data[key]
+        self.tick += 1
+        self._removed[key] = self.tick
         return OutRecord(key, None, partition=partition)
+
+    def still_current(self, records: list[OutRecord], since: int) -> list[OutRecord]:
+        """`records` (put at tick `since`) minus those whose key was removed after that."""
+        removed = self._removed
+        if not removed:
+            return records
+        return [r for r in records if r.key is None or removed.get(r.key, 0) <= since]
+
+    def forget_removals(self, upto: int) -> None:
+        """Drop removal marks up to tick `upto` (no record put before it is still pending)."""
+        if self._removed:
+            self._removed = {k: t for k, t in self._removed.items() if t > upto}
 
     def pin(self, key: Any, partition: int) -> None:
         """Route the next Faust-path changelog record of `key` to `partition`."""
@@ -116,6 +134,7 @@ def broker_credentials(settings: Settings) -> Any:
 
 
 faustpatch.install()  # 100 ms fetch wait, eager hand-over of fetched messages (measured)
+recovery.forbid_topic_auto_creation()  # no client write may create a topic (DESIGN pitfall 12)
 
 
 def create_app(settings: Settings, partitions: int | None = None) -> StreamApp:

@@ -71,11 +71,16 @@ class EmbeddedBroker:
     """A Tansu broker child process on `host:port` (a free port by default), memory storage."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int | None = None, log_path: Path | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        log_path: Path | None = None,
+        advertised_port: int | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
+        self.advertised_port = advertised_port  # e.g. a proxy in front of it (tests/faults)
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: object | None = None
 
@@ -88,13 +93,16 @@ class EmbeddedBroker:
         if _port_open(self.host, self.port):
             raise BrokerError(f"port {self.port} on {self.host} is already in use")
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port or self.port}"
+        # Tansu v0.6.0 has no switch for topic auto-creation: it honours the clients' metadata
+        # flag, which every client here sets to false (stream/kafka.py, stream/recovery.py).
         cmd = [
             str(broker_binary()),
             "broker",
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            advertised,
         ]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._log_file = out

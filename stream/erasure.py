@@ -64,6 +64,7 @@ class EraseAgent:
         self.consumer, self.ends = _control_consumer(settings)
         self.positions: dict[int, int] = {}
         self.changelog_topic = sapp.windows.changelog_topic.get_topic_name()
+        self.quality: Any = None  # stream.quality.Quality: its pending outcomes are erased too
 
     def poll(self) -> None:
         """Take in what the consumer has fetched so far (never blocks the event loop)."""
@@ -89,6 +90,8 @@ class EraseAgent:
         confirmations = [self.apply(request, parts, tombstones) for request, parts in due]
         if confirmations:
             acks = await self.publisher.enqueue(self.changelog_topic, tombstones)
+            if self.quality is not None:
+                await self.quality.flush()
             await asyncio.gather(*acks)  # the tombstones are durable before we confirm
             await self.publisher.send(
                 self.settings.control_topic,
@@ -107,6 +110,8 @@ class EraseAgent:
         partition = decode_window(stored).partition if stored is not None else -1
         # Only the owner deletes: a standby copy of another worker's partition is left to its owner.
         tombstone = self.sapp.windows.remove(key, partition) if partition in partitions else None
+        if self.quality is not None and self.quality.forget(key, partitions):
+            log.info("erased the pending outcomes of user %s...", user[:12])
         erased = tombstone is not None
         if tombstone is not None:
             tombstones.append(tombstone)  # to the window's own changelog partition

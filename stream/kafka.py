@@ -48,6 +48,8 @@ def producer_config(
         "batch.size": 1_000_000,
         "compression.type": "none",
         "message.timeout.ms": 30_000,
+        # a write to a missing topic fails instead of creating it with broker defaults (pitfall 12)
+        "allow.auto.create.topics": False,
     }
     if idempotent:
         conf["enable.idempotence"] = True
@@ -67,6 +69,7 @@ def consumer_config(
         "group.id": group_id,
         "auto.offset.reset": "earliest" if from_beginning else "latest",
         "enable.auto.commit": commit,
+        "allow.auto.create.topics": False,
         "session.timeout.ms": int(settings.session_timeout_s * 1000),
     }
 

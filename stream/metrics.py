@@ -11,7 +11,7 @@ True
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -28,6 +28,7 @@ from prometheus_client import (
 from prometheus_client.process_collector import ProcessCollector
 
 from stream.privacy import PII_KINDS
+from stream.quality_metrics import QualityGauges
 from stream.windows import EVENT_TYPES
 
 INVALID_REASONS = (
@@ -55,6 +56,10 @@ class Health:
     partitions_assigned: int = 0
     broker_up: bool = False
     model_version: str = ""
+    recovery: dict[str, Any] = field(default_factory=dict)  # stream/recovery.py health_detail
+    instance_id: str = ""  # launchers compare it with the process they started
+    pid: int = 0
+    lifecycle: dict[str, Any] | None = None  # registry/hot-swap details (stream/modelswap.py)
 
     @property
     def ready(self) -> bool:
@@ -69,6 +74,10 @@ class Health:
             "model_version": self.model_version,
             "partitions_assigned": self.partitions_assigned,
             "broker_up": self.broker_up,
+            "recovery": self.recovery,
+            "instance_id": self.instance_id,
+            "pid": self.pid,
+            **({"lifecycle": self.lifecycle} if self.lifecycle is not None else {}),
         }
 
 
@@ -119,6 +128,9 @@ class Metrics:
         self.active_windows = Gauge(
             "bstream_active_windows", "Windows held by this worker", registry=r
         )
+        self.threads = Gauge(
+            "bstream_inference_threads", "torch threads of the latest model call", registry=r
+        )
         self.expired_windows = Counter(
             "bstream_expired_windows_total", "Windows expired after the idle TTL", registry=r
         )
@@ -130,6 +142,27 @@ class Metrics:
             "bstream_ready", "1 when the model is loaded and partitions assigned", registry=r
         )
         self.broker_up = Gauge("bstream_broker_up", "1 when the broker is reachable", registry=r)
+        # changelog recovery (stream/recovery.py)
+        self.recovery_remaining = Gauge(
+            "bstream_recovery_remaining_offsets",
+            "Changelog offsets left to restore per partition (0 when not recovering)",
+            ["partition"],
+            registry=r,
+        )
+        self.recovery_stalled = Gauge(
+            "bstream_recovery_stalled", "1 while changelog recovery has stalled", registry=r
+        )
+        self.recovery_unrestored = Counter(
+            "bstream_recovery_unrestored_records_total",
+            "Changelog records skipped by a stalled recovery (recovery_stall_action=continue)",
+            registry=r,
+        )
+        self.unchanged_windows = Counter(
+            "bstream_unchanged_windows_total",
+            "User updates whose events the window already held (replays): no new prediction",
+            registry=r,
+        )
+        self.quality = QualityGauges(r)  # outcomes, live accuracy, drift (stream/quality.py)
         self.health = Health()
         self._prime()
 

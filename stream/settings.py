@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     predictions_topic: str = "behavior.predictions"
     dlq_topic: str = "behavior.events.dlq"
     control_topic: str = "behavior.control"
+    models_topic: str = "behavior.models"  # the model registry (compacted, one partition)
+    shadow_topic: str = "behavior.predictions.shadow"  # challengers' scores, never the main topic
     partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1)
 
@@ -43,16 +45,36 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".bstream/worker")
     metrics_port: int = Field(9464, ge=0, le=65535)
     naive: bool = False  # one inference and one table write per event (benchmark baseline)
+    instance_id: str | None = None  # /health reports it (default: random); launchers check it
+
+    # Changelog recovery watchdog (stream/recovery.py; Kafka Streams' task.timeout.ms)
+    recovery_stall_s: float = Field(180.0, gt=0, description="no recovery progress for this long")
+    recovery_stall_action: Literal["exit", "continue"] = "exit"
 
     # Model
     model: Path | None = None  # bundle directory
     device: Literal["auto", "cpu", "cuda"] = "auto"
     quantize: bool = False
-    torch_threads: int | None = Field(None, ge=1, description="default: cores - 1")
+    model_chunk: int | None = Field(None, ge=1, description="rows per call; CPU 128, GPU 1024")
+    torch_threads: int | None = Field(
+        None, ge=1, description="fixed count; default: adaptive per batch (stream.threads)"
+    )
+    registry: bool = True  # follow the models topic: start on its champion, hot-swap on changes
+    registry_poll_s: float = Field(0.5, gt=0)
+    shadow_share: float = Field(1.0, ge=0, le=1, description="default challenger batch share")
     explain: Literal["off", "all", "top-scores", "sample-rate"] = "off"
     explain_top_k: int = 3
     explain_sample_rate: float = Field(0.05, ge=0, le=1)
     explain_min_score: float = Field(0.5, ge=0, le=1)
+
+    # Live model quality (stream/quality.py): outcomes, online metrics, drift
+    outcomes: bool = True  # remember predictions, label them from later events, publish outcomes
+    outcomes_topic: str = "behavior.outcomes"
+    outcome_horizon_min: float = Field(30.0, gt=0, description="when the bundle does not say")
+    outcome_max_pending: int = Field(32, ge=1, description="pending predictions kept per user")
+    quality_window: int = Field(5000, ge=10, description="recent outcomes / windows for metrics")
+    psi_warn: float = Field(0.1, gt=0)
+    psi_alarm: float = Field(0.25, gt=0)
 
     # Privacy
     hmac_key: SecretStr | None = None

@@ -21,6 +21,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from stream import drifting
+
 START_MS = 1_700_006_400_000  # 2023-11-15 00:00 UTC
 DAY_MS = 86_400_000
 # Share of session starts per hour of day: quiet at night, peaks in the evening.
@@ -38,6 +40,12 @@ class SimConfig:
     session_end_p: float = 0.08  # per-step chance the session ends (mean ~12 events)
     mean_gap_s: float = 40.0  # between events inside a session
     return_to_cart_p: float = 0.3  # chance a session with a waiting cart revisits it
+    drift_at: float | None = None  # share of `days` after which behaviour drifts (stream/drifting)
+
+    @property
+    def drift_ms(self) -> float | None:
+        """Event time (ms) of the drift point, or None without drift."""
+        return None if self.drift_at is None else START_MS + self.drift_at * self.days * DAY_MS
 
 
 @dataclass(frozen=True)
@@ -84,11 +92,14 @@ class _User:
         self.user_id = f"u{index:06d}"
         self.seed, self.catalog, self.config = seed, catalog, config
         rng = self.rng
-        self.intent = rng.betavariate(1.2, 5.0)  # mean ~0.2, a few keen buyers
+        # Two kinds of shopper: ~30% keen buyers (intent ~0.4), the rest mostly browse (~0.08).
+        keen = rng.random() < 0.3
+        self.intent = rng.betavariate(4.0, 6.0) if keen else rng.betavariate(1.0, 12.0)
         self.favourites = rng.sample(range(len(catalog)), k=rng.randint(1, 3))
         self.price_tolerance = rng.lognormvariate(3.5, 0.7)  # prices well above this rarely sell
         self.cart: list[Item] = []
         self.events: list[dict[str, Any]] = []
+        self.drifted = False  # set per session by stream.drifting once past config.drift_at
 
     def emit(self, event_type: str, item: Item, ts: int, session: int) -> None:
         self.events.append(
@@ -111,7 +122,14 @@ class _User:
     def buy_p(self, item: Item, intent: float, views: int) -> float:
         """Chance a carted item gets bought: intent, interest (repeat views) and price matter."""
         price_factor = 1.0 / (1.0 + (item.price / self.price_tolerance) ** 2)
-        return min(0.95, (0.15 + 1.2 * intent + 0.08 * min(views - 1, 3)) * price_factor)
+        return min(0.95, (0.05 + 1.4 * intent + 0.08 * min(views - 1, 3)) * price_factor)
+
+    def revisit(self, views: dict[str, int], intent: float) -> Item | None:
+        """A keen shopper often goes back to an item seen this session (comparing, deciding)."""
+        if not views or self.rng.random() >= 0.6 * intent:
+            return None
+        item_id = self.rng.choice(sorted(views))
+        return self.catalog[int(item_id[1:4])][int(item_id[4:])]  # ids are i<cat:3><index:4>
 
     def drift(self, category: int) -> int:
         """Usually stay in the category; sometimes move, mostly to a favourite."""
@@ -128,6 +146,8 @@ class _User:
         rng = self.rng
         roll = rng.random()
         cart_p = 0.03 + 0.3 * intent * min(seen, 3) / 3
+        if self.drifted:
+            return drifting.react(self, item, seen, intent, ts, session)
         if roll < cart_p:
             ts += int(1000 * rng.uniform(2, 20))
             self.emit("cart", item, ts, session)
@@ -142,8 +162,9 @@ class _User:
 
     def session(self, number: int, ts: int) -> None:
         rng, config = self.rng, self.config
-        intent = min(1.0, self.intent * rng.lognormvariate(0, 0.5))
-        category = rng.choice(self.favourites)
+        intent = min(1.0, self.intent * rng.lognormvariate(0, 0.3))
+        self.drifted = drifting.is_drifted(config, ts)
+        category = rng.choice(drifting.favourites(self) if self.drifted else self.favourites)
         views: dict[str, int] = {}
         checkout: Item | None = None  # a carted item the user has decided to buy soon
         if self.cart and rng.random() < config.return_to_cart_p:
@@ -163,9 +184,10 @@ class _User:
                     return
                 continue
             category = self.drift(category)
-            item = self.pick_item(category)
+            item = self.revisit(views, intent) or self.pick_item(category)
             seen = views[item.item_id] = views.get(item.item_id, 0) + 1
-            self.emit("click" if rng.random() < 0.12 else "view", item, ts, number)
+            # Keen sessions show it: more clicks (detail pages) and more repeat views.
+            self.emit("click" if rng.random() < 0.04 + 0.5 * intent else "view", item, ts, number)
             ts, carted = self.react(item, seen, intent, ts, number)
             if carted and checkout is None and rng.random() < self.buy_p(item, intent, seen):
                 checkout = item

@@ -1,7 +1,10 @@
-"""Idempotent creation of the project's topics (events, predictions, DLQ, control).
+"""Idempotent creation of the project's topics (events, predictions, DLQ, control, outcomes,
+models, shadow).
 
->>> [t.name for t in default_topics(Settings(), partitions=4)]
-['behavior.events', 'behavior.predictions', 'behavior.events.dlq', 'behavior.control']
+>>> [t.name for t in default_topics(Settings(), partitions=4)][3:5]
+['behavior.control', 'behavior.outcomes']
+>>> [(t.name, t.partitions, t.compact) for t in default_topics(Settings(), partitions=4)][5:]
+[('behavior.models', 1, True), ('behavior.predictions.shadow', 4, False)]
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ class TopicSpec:
     name: str
     partitions: int
     replication_factor: int = 1
+    compact: bool = False  # cleanup.policy=compact (the model registry)
 
 
 def default_topics(settings: Settings, partitions: int | None = None) -> list[TopicSpec]:
-    """The four topics, all with the events topic's partition count.
+    """The topics; all but the registry with the events topic's partition count.
 
     Every worker reads every partition of the control topic (erase requests are a broadcast; see
     stream/control.py), so its partition count does not matter; it matches for simplicity.
@@ -39,8 +43,13 @@ def default_topics(settings: Settings, partitions: int | None = None) -> list[To
         settings.predictions_topic,
         settings.dlq_topic,
         settings.control_topic,
+        settings.outcomes_topic,
     ]
-    return [TopicSpec(name, count, settings.replication_factor) for name in names]
+    specs = [TopicSpec(name, count, settings.replication_factor) for name in names]
+    # The registry is read whole by every worker and needs one order: one compacted partition.
+    specs.append(TopicSpec(settings.models_topic, 1, settings.replication_factor, compact=True))
+    specs.append(TopicSpec(settings.shadow_topic, count, settings.replication_factor))
+    return specs
 
 
 def create_topics(
@@ -56,7 +65,15 @@ def create_topics(
         raise KafkaUnavailable(
             f"cannot reach Kafka at {settings.bootstrap}: {exc.args[0].str()}"
         ) from None
-    new = [NewTopic(s.name, s.partitions, s.replication_factor) for s in specs]
+    new = [
+        NewTopic(
+            s.name,
+            s.partitions,
+            s.replication_factor,
+            config={"cleanup.policy": "compact"} if s.compact else {},
+        )
+        for s in specs
+    ]
     futures = admin.create_topics(new, request_timeout=timeout)
     outcome: dict[str, Outcome] = {}
     for spec in specs:

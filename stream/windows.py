@@ -163,6 +163,14 @@ def apply_events(
     return Applied(Window(partition, now_ms, tuple(kept)), added, duplicates)
 
 
+def unchanged(previous: Window | None, applied: Applied) -> bool:
+    """True when applying left the entries as they were: no new prediction is needed."""
+    # every event was already there (a replay, a redelivery), or only ones too old to keep
+    if previous is None:
+        return False
+    return applied.added == 0 or applied.window.entries == previous.entries
+
+
 def is_expired(window: Window, now_ms: int, idle_ttl_ms: int) -> bool:
     """True when the window has not changed for longer than the idle TTL."""
     return now_ms - window.seen_ms > idle_ttl_ms

@@ -21,12 +21,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
 from faust.types import EventT
 
+from schemas.validation import decode_event
 from stream.app import StreamApp, as_current_event
 from stream.batching import Item, Target, UserUpdate, model_inputs, plan_groups
 from stream.clock import now_ms
@@ -36,13 +37,13 @@ from stream.outputs import should_explain
 from stream.privacy import Pseudonymizer, classify_field
 from stream.publish import OutRecord, Publisher, build_prediction, encode_prediction
 from stream.settings import Settings
-from stream.validation import decode_event
 from stream.windows import (
     EVENT_TYPES,
     apply_events,
     decode_window,
     encode_window,
     entry_from_event,
+    unchanged,
 )
 
 log = logging.getLogger("bstream.worker")
@@ -69,6 +70,12 @@ class Explaining(Protocol):
     ) -> list[list[dict[str, Any]]]: ...
 
 
+class Shadow(Protocol):
+    """A challenger scoring next to the champion (stream.modelswap.ShadowScorer)."""
+
+    async def publish(self, worker: StreamWorker, job: Job) -> list[Awaitable[Any]]: ...
+
+
 @dataclass
 class Published:
     """A job's output handed to the producer: the ack futures, and what to count once acked."""
@@ -84,7 +91,9 @@ class Job:
 
     targets: list[Target]
     events: list[EventT]
-    changelog: list[Awaitable[Any]]  # the windows' changelog records (acked before events)
+    changelog: list[OutRecord]  # the windows' changelog records, sent once predictions are acked
+    tick: int = 0  # the table's removal tick when the windows were written
+    entries: Sequence[Sequence[Any]] = field(default_factory=list)  # each target's new entries
 
 
 class StreamWorker:
@@ -112,8 +121,10 @@ class StreamWorker:
         self.changelog_topic = sapp.windows.changelog_topic.get_topic_name() if sapp else ""
         self.explainer = explainer if settings.explain != "off" else None
         self.rng = random.Random()  # the sample-rate explain policy
+        self.quality: Any = None  # stream.quality.Quality: outcomes, online metrics, drift
         self.stopping = False
         self._stopper: asyncio.Future[None] | None = None
+        self.shadow: Shadow | None = None  # a challenger scoring in shadow (stream/modelswap.py)
 
     # -- intake (inside the take_events body) --------------------------------------------------
 
@@ -152,12 +163,14 @@ class StreamWorker:
             await self.dead_letter(letters)
         for group in plan_groups(items, self.settings.naive):
             changelog: list[OutRecord] = []
-            targets = [
-                self.update_window(update, events[update.refs[-1]], changelog) for update in group
+            updated = [
+                (self.update_window(update, events[update.refs[-1]], changelog), update.entries)
+                for update in group
             ]
+            targets = [target for target, _ in updated if target is not None]
+            entries = [new for target, new in updated if target is not None]
             refs = [events[ref] for update in group for ref in update.refs]
-            acks = await self.publisher.enqueue(self.changelog_topic, changelog)
-            job = Job(targets, refs, acks)
+            job = Job(targets, refs, changelog, self.sapp.windows.tick, entries)
             for event in job.events:
                 event.message.incref()  # released in finish(), after the broker acks
             await self.queue.put(job)
@@ -171,12 +184,20 @@ class StreamWorker:
         for reason, n in Counter(d.code for d in letters).items():
             m.invalid.labels(reason=reason).inc(n)
 
-    def update_window(self, update: UserUpdate, last: EventT, changelog: list[OutRecord]) -> Target:
-        """Apply a user's new entries; store the window once and add its changelog record."""
+    def update_window(
+        self, update: UserUpdate, last: EventT, changelog: list[OutRecord]
+    ) -> Target | None:
+        """Apply a user's new entries; store the window once and add its changelog record.
+
+        None when the window already held every entry (a replay after a crash, a redelivery): it
+        stays as it is and gets no new prediction, since the one for it went out before its
+        changelog record was written (see `release`).
+        """
         table, s = self.sapp.windows, self.settings
         stored = table.data.get(update.key)  # the store itself: no KeyError round trip, no sensors
+        previous = decode_window(stored) if stored is not None else None
         applied = apply_events(
-            decode_window(stored) if stored is not None else None,
+            previous,
             update.entries,
             partition=update.partition,
             now_ms=now_ms(),
@@ -185,6 +206,9 @@ class StreamWorker:
         )
         if applied.duplicates:
             self.metrics.duplicates.inc(applied.duplicates)
+        if unchanged(previous, applied):
+            self.metrics.unchanged_windows.inc()
+            return None
         if stored is None:
             self.metrics.active_windows.inc()
         value = encode_window(applied.window)
@@ -230,10 +254,14 @@ class StreamWorker:
         MAX_UNACKED_JOBS jobs wait for acks (backpressure when the broker is slow).
         """
         unacked: deque[asyncio.Future[None]] = deque()
+        turn: asyncio.Future[None] | None = None  # the previous job's changelog handed over
         while True:
             job = await self.queue.get()
             try:
-                released = asyncio.ensure_future(self.release(job, await self.publish(job)))
+                published = await self.publish(job)
+                mine = asyncio.get_running_loop().create_future()
+                released = asyncio.ensure_future(self.release(job, published, turn, mine))
+                turn = mine
                 released.add_done_callback(self._stop_on_failure)
                 unacked.append(released)
                 while len(unacked) > MAX_UNACKED_JOBS or (unacked and unacked[0].done()):
@@ -246,16 +274,45 @@ class StreamWorker:
 
     async def publish(self, job: Job) -> Published:
         """Infer (with retries), then hand the predictions, or the events' dead letters, over."""
+        if not job.targets:
+            return Published([])  # every window already held its events: nothing to predict
         records = await self.predict(job.targets)
+        quality = await self.quality.on_job(job, records) if self.quality is not None else []
         if records is None:
             letters = [_inference_letter(e) for e in job.events]
-            return Published(await self.enqueue_letters(letters), letters=letters)
-        topic = self.settings.predictions_topic
-        return Published(await self.publisher.enqueue(topic, records), predictions=len(records))
+            return Published(await self.enqueue_letters(letters) + quality, letters=letters)
+        acks = await self.publisher.enqueue(self.settings.predictions_topic, records)
+        if self.shadow is not None:  # after the champion's: its scores never wait on the shadow
+            acks += await self.shadow.publish(self, job)
+        return Published(acks + quality, predictions=len(records))
 
-    async def release(self, job: Job, published: Published) -> None:
-        """Once the broker acked the job's output and windows: count, then let offsets commit."""
-        await asyncio.gather(*published.acks, *job.changelog)
+    async def release(
+        self,
+        job: Job,
+        published: Published,
+        turn: asyncio.Future[None] | None = None,
+        mine: asyncio.Future[None] | None = None,
+    ) -> None:
+        """Predictions acked, then the windows' changelog, then count and let offsets commit.
+
+        The changelog record of a window goes out only after the broker acked the prediction for
+        it, so a window restored after a crash always had its prediction published: a replayed
+        event it already holds needs none (`update_window`). Jobs hand their records over in
+        order (`turn`), so a key's newer window cannot be overtaken by an older one; a key erased
+        or expired since is left out, so its tombstone stays last.
+        """
+        try:
+            await asyncio.gather(*published.acks)
+            if turn is not None:
+                await turn
+            table = self.sapp.windows
+            records = table.still_current(job.changelog, job.tick)
+            changelog = await self.publisher.enqueue(self.changelog_topic, records)
+            table.forget_removals(job.tick)
+        finally:
+            if mine is not None and not mine.done():
+                mine.set_result(None)
+        await asyncio.gather(*changelog)
         done = time.monotonic()
         if published.letters:
             self._count_letters(published.letters)
@@ -282,12 +339,14 @@ class StreamWorker:
         """Prediction records for the targets, or None when every attempt failed."""
         loop = asyncio.get_running_loop()
         inputs = model_inputs(targets)
+        model = self.model  # one model per batch: a hot swap takes effect from the next batch
         for attempt in range(INFERENCE_RETRIES + 1):
             started = time.monotonic()
             try:
-                scores = await loop.run_in_executor(self.executor, self.model.predict, inputs)
+                scores = await loop.run_in_executor(self.executor, model.predict, inputs)
                 self.metrics.inference_seconds.observe(time.monotonic() - started)
-                return self._records(targets, scores, await self.reasons(inputs, scores))
+                reasons = await self.reasons(inputs, scores)
+                return self._records(targets, scores, reasons, model.version)
             except Exception as exc:  # noqa: BLE001 - any model failure takes the retry/DLQ path
                 self.metrics.inference_failures.inc()
                 log.warning(
@@ -346,6 +405,7 @@ class StreamWorker:
         targets: list[Target],
         scores: list[dict[str, float]],
         reasons: dict[int, list[dict[str, Any]]] | None = None,
+        version: str | None = None,
     ) -> list[OutRecord]:
         if len(scores) != len(targets):
             raise ValueError(f"model returned {len(scores)} results for {len(targets)} windows")
@@ -356,7 +416,7 @@ class StreamWorker:
                 target.key.decode(),
                 self.pseudo.key_id,
                 score,
-                self.model.version,
+                version if version is not None else self.model.version,
                 target.window,
                 latency_ms=(mono - target.arrival) * 1000,
                 now_ms=stamp,

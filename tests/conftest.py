@@ -47,3 +47,11 @@ def need_shared(path: Path) -> Path:
     if not path.is_file():
         pytest.skip(f"shared data not present: {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def second_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another tiny real bundle (other seed, so another version): the one promoted in swap tests."""
+    from model.tiny import build_tiny_bundle
+
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle2") / "tiny2", seed=1, steps=20)

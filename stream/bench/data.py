@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stream.formats import event_json, read_events
+from schemas.formats import event_json, read_events
 
 Event = dict[str, Any]
 TAOBAO_DEFAULT = Path("../shared/data/taobao/UserBehavior_timeslice_110k.csv")

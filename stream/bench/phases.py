@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,24 +63,43 @@ def phase_ceiling(
         f"  ceiling: {ceiling['preds_per_s']:,.0f} preds/s with {ceiling['torch_threads']} torch "
         f"threads, one batch of {ceiling['batch_size']}: {ceiling['batch_ms_p50']:.1f} ms (p50)"
     )
-    ceiling["best_preds_per_s"], ceiling["best_torch_threads"] = ceiling["preds_per_s"], threads
-    ceiling["best_preds_per_cpu_s"] = ceiling["preds_per_cpu_s"]
-    if runtime.device == "cpu" and threads > 1:
-        # Intra-op threads stall each other on a busy CPU: the model's limit may be at 1 thread.
-        torch.set_num_threads(1)
-        one = measure_ceiling(runtime, batches, opts.ceiling_seconds, opts.progress)
+    rows = {threads: ceiling}
+    if runtime.device == "cpu" and not opts.torch_threads:
+        # The worker picks 1..cores threads per batch (stream.threads): measure each count.
+        for count in thread_counts(os.cpu_count() or 1):
+            if count not in rows:
+                torch.set_num_threads(count)
+                rows[count] = measure_ceiling(
+                    runtime, batches, opts.ceiling_seconds, opts.progress
+                ).as_dict()
+                rate = rows[count]["preds_per_s"]
+                say(f"  ceiling with {count} torch threads: {rate:,.0f} preds/s")
         torch.set_num_threads(threads)
-        ceiling["preds_per_s_1_thread"] = round(one.preds_per_s, 3)
-        ceiling["preds_per_cpu_s_1_thread"] = round(one.preds_per_cpu_s, 3)
-        if one.preds_per_s > ceiling["best_preds_per_s"]:
-            ceiling["best_preds_per_s"] = ceiling["preds_per_s_1_thread"]
-            ceiling["best_torch_threads"] = 1
-        best_cpu = max(ceiling["best_preds_per_cpu_s"], ceiling["preds_per_cpu_s_1_thread"])
-        ceiling["best_preds_per_cpu_s"] = best_cpu
-        say(f"  ceiling with 1 torch thread: {one.preds_per_s:,.0f} preds/s")
+    ceiling["by_threads"] = [
+        {"threads": n, **{k: rows[n][k] for k in THREAD_ROW}} for n in sorted(rows)
+    ]
+    best = max(rows, key=lambda n: rows[n]["preds_per_s"])
+    ceiling["best_preds_per_s"], ceiling["best_torch_threads"] = rows[best]["preds_per_s"], best
+    ceiling["best_preds_per_cpu_s"] = max(r["preds_per_cpu_s"] for r in rows.values())
+    if 1 in rows and threads != 1:
+        ceiling["preds_per_s_1_thread"] = rows[1]["preds_per_s"]
+        ceiling["preds_per_cpu_s_1_thread"] = rows[1]["preds_per_cpu_s"]
     del runtime
     gc.collect()
     return info, ceiling
+
+
+THREAD_ROW = ("preds_per_s", "preds_per_cpu_s", "batch_ms_p50")
+
+
+def thread_counts(cores: int) -> list[int]:
+    """Thread counts the ceiling is measured at: each up to 4 cores, then powers of 2 and all.
+
+    >>> thread_counts(2), thread_counts(12)
+    ([1, 2], [1, 2, 3, 4, 8, 12])
+    """
+    small = list(range(1, min(cores, 4) + 1))
+    return sorted({*small, *(2**k for k in range(3, cores.bit_length()) if 2**k < cores), cores})
 
 
 @dataclass
@@ -120,13 +142,73 @@ def phase_optimized(stage: Stage, events: list[Event]) -> dict[str, Any]:
     return stage.run(PhaseSpec("optimized", events, opts.worker_args(), profile=opts.profile))
 
 
-def phase_intake(stage: Stage) -> dict[str, Any]:
+def phase_intake(stage: Stage, outcomes: bool = True) -> dict[str, Any]:
     """The optimized worker at max rate on few, busy users: intake when coalescing is high."""
     opts = stage.opts
     users, n = opts.intake_users, opts.intake_events
-    stage.say(f"[3/6] high-coalescing intake: {n:,} events from {users} users at max rate")
+    off = "" if outcomes else " (outcomes off)"
+    stage.say(f"[3/6] high-coalescing intake{off}: {n:,} events from {users} users at max rate")
     events = hot_user_events(users, n)
-    return stage.run(PhaseSpec("intake", events, opts.worker_args()))
+    args = opts.worker_args() if outcomes else [*opts.worker_args(), "--no-outcomes"]
+    return stage.run(PhaseSpec("intake" if outcomes else "intake_no_outcomes", events, args))
+
+
+def phase_limit(stage: Stage, events: list[Event]) -> dict[str, Any]:
+    """The plain confluent-kafka loop (no Faust) on the intake and the max-rate runs' events."""
+    from stream.bench.limit import measure_limit
+
+    opts = stage.opts
+    sets = {
+        "intake": hot_user_events(opts.intake_users, opts.intake_events),
+        "optimized": events,
+    }
+    found: dict[str, Any] = {}
+    for name, chosen in sets.items():
+        stage.say(f"  intake limit (plain confluent-kafka loop, no Faust): {name} events")
+        limit = measure_limit(
+            stage.broker.bootstrap,
+            opts.partitions,
+            chosen,
+            key=BENCH_KEY,
+            window_size=opts.window_size,
+            max_batch=opts.max_batch,
+            progress=opts.progress,
+        )
+        found[name] = limit.as_dict()
+        stage.say(
+            f"  limit on the {name} events: {limit.events_per_s or 0:,.0f} ev/s, "
+            f"{limit.events_per_cpu_s or 0:,.0f} ev/CPU-s"
+        )
+    return found
+
+
+@contextlib.contextmanager
+def worker_threads(threads: int | None) -> Iterator[None]:
+    """Bench workers started inside pin torch to `threads` (BSTREAM_TORCH_THREADS)."""
+    saved = os.environ.get("BSTREAM_TORCH_THREADS")
+    if threads is not None:
+        os.environ["BSTREAM_TORCH_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("BSTREAM_TORCH_THREADS", None)
+        else:
+            os.environ["BSTREAM_TORCH_THREADS"] = saved
+
+
+def phase_thread_sweep(stage: Stage, events: list[Event], best_rate: float) -> dict[str, Any]:
+    """The optimized run again with the worker pinned to each thread count (the rule's evidence)."""
+    opts = stage.opts
+    n = max(1, min(len(events), int(best_rate * opts.sweep_seconds)))
+    found: dict[str, Any] = {}
+    for count in thread_counts(os.cpu_count() or 1):
+        stage.say(f"  thread sweep: worker pinned to {count} torch threads, {n:,} events")
+        with worker_threads(count):
+            found[str(count)] = stage.run(
+                PhaseSpec(f"threads_{count}", events[:n], opts.worker_args())
+            )
+    return found
 
 
 def phase_naive(stage: Stage, events: list[Event]) -> dict[str, Any]:
@@ -145,9 +227,10 @@ def phase_naive(stage: Stage, events: list[Event]) -> dict[str, Any]:
 def phase_fixed_load(stage: Stage, events: list[Event], max_rate: float) -> dict[str, Any]:
     """The optimized worker at `load_fraction` of its measured max rate."""
     opts = stage.opts
-    rate = opts.load_fraction * max_rate
+    rate = opts.load_rate or opts.load_fraction * max_rate  # --load-rate: like for like across runs
     n = max(1, min(len(events), int(rate * opts.load_seconds)))
-    stage.say(f"[5/6] fixed load: {rate:,.0f} ev/s ({opts.load_fraction:.0%} of max), {n:,} events")
+    share = rate / max_rate if max_rate else 0.0
+    stage.say(f"[5/6] fixed load: {rate:,.0f} ev/s ({share:.0%} of max), {n:,} events")
     phase = stage.run(PhaseSpec("fixed_load", events[:n], opts.worker_args(), rate=rate))
     achieved = phase["events_per_s"] or 0.0
     if achieved < 0.9 * rate:

@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
+from schemas.formats import event_json
 from stream.bench.data import Event, newest_by_user
 from stream.bench.profile import Profiler
 from stream.bench.workerproc import BENCH_KEY, Deployment, Sample, WorkerProc
-from stream.formats import event_json
 from stream.kafka import consumer_config, producer_config
 from stream.privacy import pseudonym
 from stream.replay import Pacer
@@ -179,6 +179,12 @@ def e2e_latencies(obs: Observed, raw_of: dict[str, str]) -> list[float]:
     return out
 
 
+def mean_threads(samples: Sequence[Sample]) -> float | None:
+    """Mean torch threads the worker used over the samples taken once it had inferred."""
+    seen = [s.inference_threads for s in samples if s.inference_threads > 0]
+    return round(sum(seen) / len(seen), 2) if seen else None
+
+
 def summarize(spec: PhaseSpec, obs: Observed) -> dict[str, Any]:
     """The phase's figures: throughput, inferences per event, latency, RSS, counts.
 
@@ -225,5 +231,6 @@ def summarize(spec: PhaseSpec, obs: Observed) -> dict[str, Any]:
         "rss_end_mb": round(obs.final.rss / 2**20, 1),
         "peak_rss_mb": round(max(rss) / 2**20, 1),
         "active_windows": int(obs.final.active_windows),
+        "inference_threads_mean": mean_threads(obs.samples),
         **({"profile": obs.profile} if obs.profile else {}),
     }

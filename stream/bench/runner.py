@@ -1,4 +1,4 @@
-"""`bstream bench` in order, on one broker: ceiling, optimized, intake, naive, load, memory."""
+"""`bstream bench` on one broker: ceiling, optimized, intake + limit, naive, load, memory."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ from stream.bench.phases import (
     phase_ceiling,
     phase_fixed_load,
     phase_intake,
+    phase_limit,
     phase_memory,
     phase_naive,
     phase_optimized,
+    phase_thread_sweep,
 )
 from stream.broker import EmbeddedBroker
 
@@ -51,6 +53,7 @@ class BenchOptions:
     naive_events: int = 2_000
     naive_seconds: float = 120.0
     load_fraction: float = 0.5
+    load_rate: float | None = None  # events/s; overrides load_fraction
     load_seconds: float = 20.0
     memory_users: int = 100_000
     memory_events_per_user: int = 3
@@ -61,7 +64,9 @@ class BenchOptions:
     skip_latency: bool = False
     skip_memory: bool = False
     profile: bool = False  # py-spy the optimized worker
-    torch_threads: int | None = None  # None: torch's default, as the worker uses
+    torch_threads: int | None = None  # None: ceiling at torch's default; workers adapt
+    thread_sweep: bool = False  # also run the optimized phase with each fixed thread count
+    sweep_seconds: float = 30.0  # model time per sweep run (at the best ceiling)
     progress: bool = True
     notes: list[str] = field(default_factory=list)
 
@@ -138,8 +143,9 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
     """Run every phase; write JSON, Markdown and the CDF PNG into opts.out; return the report."""
     started, started_at = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
     say = say or timed_say(started)
-    if opts.torch_threads:
+    if opts.torch_threads:  # the ceiling and every bench worker (BSTREAM_TORCH_THREADS) use it
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(opts.torch_threads)
+        os.environ["BSTREAM_TORCH_THREADS"] = str(opts.torch_threads)
     opts.out.mkdir(parents=True, exist_ok=True)
     machine = rep.machine_info()
     cores, load = machine["logical_cores"], machine["load_avg_1m"]
@@ -162,11 +168,17 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
             )
     phases: dict[str, dict[str, Any]] = {}
     memory: dict[str, Any] = {}
+    limit: dict[str, Any] = {}
+    sweep: dict[str, Any] = {}
     with EmbeddedBroker(log_path=opts.out / "broker.log") as broker:
         stage = Stage(opts, broker, bundle, say)
         phases["optimized"] = opt = phase_optimized(stage, data.events)
+        if opts.thread_sweep:
+            sweep = phase_thread_sweep(stage, data.events, ceiling["best_preds_per_s"])
         if not opts.skip_intake:
             phases["intake"] = phase_intake(stage)
+            limit = phase_limit(stage, data.events)
+            phases["intake_no_outcomes"] = phase_intake(stage, outcomes=False)  # cost of outcomes
         if not opts.skip_naive:
             phases["naive"] = phase_naive(stage, data.events)
         if not opts.skip_latency:
@@ -175,7 +187,11 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
         if not opts.skip_memory:
             memory = phase_memory(memory_stage(stage, bundle_info, repo))
             phases["memory"] = memory.pop("phase")
-    report = rep.assemble(opts, bundle_info, data, ceiling, phases, memory, machine, started_at)
+    report = rep.assemble(
+        opts, bundle_info, data, ceiling, phases, memory, machine, started_at, limit
+    )
+    if sweep:
+        report["thread_sweep"] = rep.sweep_table(ceiling, sweep)
     report["duration_s"] = round(time.monotonic() - started, 1)
     report["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     write_outputs(report, stage.latencies, opts)

@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.broker import free_port
+from stream.launcher import WorkerLauncher, WorkerStartError
 from stream.settings import Settings
 from stream.topics import create_topics, default_topics
 
-BSTREAM = Path(sys.executable).parent / "bstream"
 BENCH_KEY = "bstream-bench-hmac-key-0123456789"  # pseudonyms on, as in production (hashing costs)
 
 
@@ -86,6 +78,7 @@ class Sample:
     predictions: float
     model_calls: float
     active_windows: float
+    inference_threads: float = 0.0  # torch threads of the worker's latest model call
 
 
 SAMPLED = {
@@ -93,6 +86,7 @@ SAMPLED = {
     "bstream_predictions": "predictions",
     "bstream_inference_seconds": "model_calls",
     "bstream_active_windows": "active_windows",
+    "bstream_inference_threads": "inference_threads",
 }
 
 
@@ -109,77 +103,34 @@ def parse_metrics(text: str) -> dict[str, float]:
     return found
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-class WorkerProc:
+class WorkerProc(WorkerLauncher):
     """A real `bstream worker` subprocess with a background sampler (RSS via psutil, /metrics)."""
 
     def __init__(
         self, dep: Deployment, bundle: Path, workdir: Path, name: str, args: list[str]
     ) -> None:
-        self.dep, self.bundle, self.args = dep, bundle, args
-        self.log_path = workdir / f"{name}.log"
+        self.dep, self.bundle = dep, bundle
         self.data_dir = workdir / f"{name}-data"
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(
+            ["--model", str(bundle), *args], dep.env(self.data_dir), workdir / f"{name}.log"
+        )
         self.samples: list[Sample] = []
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
 
-    def start(self) -> WorkerProc:
-        cmd = [
-            str(BSTREAM),
-            "worker",
-            "--model",
-            str(self.bundle),
-            "--metrics-port",
-            str(self.port),
-        ]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [*cmd, *self.args],
-                env=self.dep.env(self.data_dir),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-            )
-        return self
-
     def last_log_line(self) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        lines = [line for line in text.splitlines() if line.strip()]
-        return lines[-1].strip() if lines else "(empty log)"
+        return self.last_error_line()
 
     def _get(self, path: str) -> tuple[int, str]:
+        return self.get(path)
+
+    def wait_ready(self, timeout: float = 180.0, poll: float = 0.2) -> WorkerProc:
+        """Block until /health is 200; BenchError with the worker's error if it dies or stalls."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def wait_ready(self, timeout: float = 180.0) -> WorkerProc:
-        """Block until /health is 200; BenchError with the log tail if the worker dies or stalls."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                assert self.proc is not None
-                raise BenchError(
-                    f"worker exited with code {self.proc.returncode} during start: "
-                    f"{self.last_log_line()} (log: {self.log_path})"
-                )
-            with contextlib.suppress(OSError):
-                if self._get("/health")[0] == 200:
-                    return self
-            time.sleep(0.2)
-        raise BenchError(
-            f"worker not ready after {timeout:.0f}s: {self.last_log_line()} (log: {self.log_path})"
-        )
+            super().wait_ready(timeout, poll)
+        except WorkerStartError as exc:
+            raise BenchError(str(exc)) from None
+        return self
 
     def sample(self) -> Sample:
         """Look at the worker now."""
@@ -199,23 +150,13 @@ class WorkerProc:
         self._sampler = threading.Thread(target=loop, name="bench-sampler", daemon=True)
         self._sampler.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0) -> int | None:
         """Stop sampling, then SIGTERM the worker (SIGKILL if it does not stop in time)."""
         self._stop.set()
         if self._sampler is not None:
             self._sampler.join()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        return super().stop(timeout)
 
     def __enter__(self) -> WorkerProc:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        self.start()
+        return self

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from stream.commands.common import load_settings
+from stream.commands import checks
+from stream.commands.common import env_default, load_settings
 
 QUICK: dict[str, Any] = {
     "events": 3_000,
@@ -18,6 +20,7 @@ QUICK: dict[str, Any] = {
     "load_seconds": 4.0,
     "memory_users": 3_000,
     "intake_events": 3_000,
+    "sweep_seconds": 5.0,
 }
 
 
@@ -29,26 +32,30 @@ QUICK: dict[str, Any] = {
 @click.option(
     "--bundle",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Model bundle  [$BSTREAM_MODEL, else the newest .bstream/bundles/*, else a tiny one]",
+    help="Model bundle  [default: $BSTREAM_MODEL, newest .bstream/bundles/*, or a tiny one]",
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Device  [auto]")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    help=f"Device  {env_default('device')}",
+)
 @click.option(
     "--data",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Event file  [../shared/data/taobao/UserBehavior_timeslice_110k.csv, else simulated]",
+    help="Event file  [default: the shared Taobao 110k slice if present, else simulated]",
 )
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["taobao", "jsonl", "rees46"]),
-    default="taobao",
+    type=click.Choice(["jsonl", "taobao", "rees46"]),
+    default="jsonl",
     show_default=True,
-    help="Format of --data.",
+    help="Format of --data (the default data is the Taobao slice, read as taobao).",
 )
 @click.option(
     "--events",
     type=click.IntRange(min=10),
-    help="Max-rate run size  [all 110300, or ~120 s of model time if slower; quick 3000]",
+    help="Max-rate run size  [default: all, or ~120 s of model time; --quick: 3000]",
 )
 @click.option(
     "--quick", is_flag=True, help="Smoke run (< 3 min on 2 cores): tiny bundle, short phases."
@@ -57,18 +64,22 @@ QUICK: dict[str, Any] = {
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Report JSON path; Markdown and PNG go next to it  [OUT/bench.json]",
+    help="Report JSON path; Markdown and PNG go next to it  [default: OUT/bench.json]",
 )
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for worker and broker logs  [the --json folder, else bench-report]",
+    help="Folder for worker and broker logs  [default: the --json folder, or bench-report]",
 )
 @click.option(
-    "--naive-events", type=click.IntRange(min=1), help="Naive run size  [2000; quick 300]"
+    "--naive-events",
+    type=click.IntRange(min=1),
+    help="Naive run size  [default: 2000; --quick: 300]",
 )
 @click.option(
-    "--naive-seconds", type=click.FloatRange(min=1), help="Naive run time cap  [120; quick 30]"
+    "--naive-seconds",
+    type=click.FloatRange(min=1),
+    help="Naive run time cap (s)  [default: 120; --quick: 30]",
 )
 @click.option(
     "--load-fraction",
@@ -78,17 +89,34 @@ QUICK: dict[str, Any] = {
     help="Fixed load as a fraction of the measured max events/s.",
 )
 @click.option(
-    "--load-seconds", type=click.FloatRange(min=1), help="Fixed-load run length  [20; quick 4]"
+    "--load-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Fixed load in events/s, instead of --load-fraction (compare runs at one rate).",
 )
 @click.option(
-    "--memory-users", type=click.IntRange(min=1), help="Users for memory  [100000; quick 3000]"
+    "--load-seconds",
+    type=click.FloatRange(min=1),
+    help="Fixed-load run length (s)  [default: 20; --quick: 4]",
 )
-@click.option("--max-batch", type=click.IntRange(min=1), help="Worker max batch  [256]")
-@click.option("--max-delay-ms", type=click.IntRange(min=1), help="Worker max delay  [200]")
+@click.option(
+    "--memory-users",
+    type=click.IntRange(min=1),
+    help="Users for memory  [default: 100000; --quick: 3000]",
+)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    help=f"Worker max batch  {env_default('max_batch')}",
+)
+@click.option(
+    "--max-delay-ms",
+    type=click.IntRange(min=1),
+    help=f"Worker max delay  {env_default('max_delay_ms')}",
+)
 @click.option(
     "--torch-threads",
     type=click.IntRange(min=1),
-    help="torch intra-op threads, for the ceiling and the workers  [torch default]",
+    help="torch threads for the ceiling and the workers  [default: ceiling 1..cores; adaptive]",
 )
 @click.option(
     "--profile", is_flag=True, help="py-spy the optimized worker (needs py-spy installed)."
@@ -104,10 +132,19 @@ QUICK: dict[str, Any] = {
     help="Users in the high-coalescing intake run.",
 )
 @click.option(
-    "--intake-events", type=click.IntRange(min=1), help="Intake run size  [60000; quick 3000]"
+    "--intake-events",
+    type=click.IntRange(min=1),
+    help="Intake run size  [default: 60000; --quick: 3000]",
 )
 @click.option("--skip-intake", is_flag=True, help="Skip the high-coalescing intake run.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
+@click.option(
+    "--thread-sweep",
+    is_flag=True,
+    help="Also run the optimized pipeline pinned to each torch thread count (~30 s of model each).",
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bars  [default: on a terminal]"
+)
 def bench(
     bundle: Path | None,
     device: str | None,
@@ -120,6 +157,7 @@ def bench(
     naive_events: int | None,
     naive_seconds: float | None,
     load_fraction: float,
+    load_rate: float | None,
     load_seconds: float | None,
     memory_users: int | None,
     max_batch: int | None,
@@ -132,20 +170,28 @@ def bench(
     intake_users: int,
     intake_events: int | None,
     skip_intake: bool,
-    progress: bool,
+    thread_sweep: bool,
+    progress: bool | None,
 ) -> None:
+    settings = load_settings(device=device, max_batch=max_batch, max_delay_ms=max_delay_ms)
+    if data is not None and not data.is_file():
+        raise click.ClickException(f"no such file: {data}")
+    if data is not None:
+        checks.format_matches(data, fmt)
+    bundle = bundle or (None if quick else settings.model)  # --quick: the tiny bundle
+    if bundle is not None and not (bundle / "bundle.json").is_file():
+        raise click.ClickException(f"not a model bundle (no bundle.json): {bundle}")
+    if json_path is not None:
+        checks.out_file(json_path, "--json")
+    if out is not None:
+        checks.out_dir(out, "--out")
+
     from stream.bench.data import default_data_path
     from stream.bench.runner import BenchOptions, run_bench
     from stream.bench.workerproc import BenchError
     from stream.broker import BrokerError
     from stream.kafka import KafkaUnavailable
 
-    settings = load_settings(device=device, max_batch=max_batch, max_delay_ms=max_delay_ms)
-    if data is not None and not data.is_file():
-        raise click.ClickException(f"no such file: {data}")
-    bundle = bundle or (None if quick else settings.model)  # --quick: the tiny bundle
-    if bundle is not None and not (bundle / "bundle.json").is_file():
-        raise click.ClickException(f"not a model bundle (no bundle.json): {bundle}")
     repo = Path.cwd()
     if profile:
         from stream.bench.profile import py_spy
@@ -165,6 +211,7 @@ def bench(
         window_size=settings.window_size,
         partitions=settings.partitions,
         load_fraction=load_fraction,
+        load_rate=load_rate,
         torch_threads=torch_threads,
         profile=profile,
         skip_naive=skip_naive,
@@ -172,7 +219,8 @@ def bench(
         skip_memory=skip_memory,
         intake_users=intake_users,
         skip_intake=skip_intake,
-        progress=progress,
+        thread_sweep=thread_sweep,
+        progress=progress if progress is not None else sys.stderr.isatty(),
     )
     given = {
         "events": events,

@@ -10,7 +10,8 @@ from types import FrameType
 import click
 
 from stream.broker import BrokerError, EmbeddedBroker
-from stream.commands.common import load_settings
+from stream.commands import checks
+from stream.commands.common import env_default, load_settings
 
 
 def _default_host_port() -> tuple[str, int]:
@@ -22,18 +23,28 @@ def _default_host_port() -> tuple[str, int]:
 
 
 @click.command(help="Run the embedded Kafka-compatible broker (Tansu) in the foreground.")
-@click.option("--host", default=None, help="Listen address  [default: host of $BSTREAM_BOOTSTRAP]")
+@click.option(
+    "--host",
+    default=None,
+    help=f"Listen address  {env_default('bootstrap', '127.0.0.1')} (its host)",
+)
 @click.option(
     "--port",
     type=click.IntRange(1, 65535),
     default=None,
-    help="Listen port  [default: port of $BSTREAM_BOOTSTRAP, else 9092]",
+    help=f"Listen port  {env_default('bootstrap', 9092)} (its port)",
 )
 @click.option(
-    "--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), help="Broker log file."
+    "--log",
+    "log_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Broker log file  [default: none]",
 )
 def broker(host: str | None, port: int | None, log_path: Path | None) -> None:
     default_host, default_port = _default_host_port()
+    checks.host(default_host if host is None else host, "--host")
+    if log_path is not None:
+        checks.log_file(log_path, "--log")
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -44,8 +55,8 @@ def broker(host: str | None, port: int | None, log_path: Path | None) -> None:
     running = EmbeddedBroker(host or default_host, port or default_port, log_path=log_path)
     try:
         running.start()
-    except BrokerError as exc:
-        raise click.ClickException(str(exc)) from None
+    except (BrokerError, OSError) as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
     try:
         click.echo(f"broker ready on {running.bootstrap} (bootstrap={running.bootstrap})")
         while not stop.wait(0.5):

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,13 +78,19 @@ def demo_bundle(workdir: Path, rebuild: bool) -> Path:
             validate_bundle(out)
             click.echo(f"demo: reusing model bundle {out}")
             return out
-    click.echo(f"demo: fine-tuning a small demo model on simulated data into {out} (~2-3 min) ...")
+    click.echo(
+        f"demo: fine-tuning a small demo model on simulated data into {out} "
+        f"(a {DEMO_TRAIN_MINUTES:g}-minute CPU-time training budget, plus data preparation and "
+        "export; longer on a busy machine) ..."
+    )
+    (out / QUALITY_FILE).unlink(missing_ok=True)
     bstream = str(Path(sys.executable).with_name("bstream"))
     data = workdir / "demo" / "train.jsonl"
     data.parent.mkdir(parents=True, exist_ok=True)
     # A different seed from the replayed events, so the demo scores users the model never saw.
     steps = [
-        [bstream, "simulate", "--users", "600", "--seed", "101", "--out", str(data)],
+        [bstream, "simulate", "--users", str(DEMO_TRAIN_USERS), "--seed", str(DEMO_TRAIN_SEED)]
+        + ["--out", str(data)],
         [bstream, "train", "--data", str(data), "--format", "jsonl", "--out", str(out)]
         + [*DEMO_TRAIN_ARGS],
     ]
@@ -97,13 +100,72 @@ def demo_bundle(workdir: Path, rebuild: bool) -> Path:
     return out
 
 
+QUALITY_FILE = "demo-quality.json"
+QUALITY_VAL = 2000  # val windows both models are scored on
+
+
+def demo_quality(bundle: Path, data: Path) -> dict[str, Any]:
+    """The demo model's val AUC/PR-AUC next to logistic regression's, on the same val windows.
+
+    Both are chosen on val (early stopping; LR's C), so the comparison is like with like. Cached
+    next to the bundle: it costs about as long as loading the training data.
+    """
+    cache = bundle / QUALITY_FILE
+    with contextlib.suppress(OSError, ValueError):
+        return dict(orjson.loads(cache.read_bytes()))
+    from model.baselines import fit_logreg
+    from model.data import load_data
+    from model.evaluate import bundle_scores, features, subsample
+    from model.metrics import pr_auc, roc_auc
+    from model.runtime import Runtime
+    from stream.simulate import simulate_events
+
+    if not data.is_file():  # a reused bundle whose training file was deleted: same seed, same data
+        data.parent.mkdir(parents=True, exist_ok=True)
+        events = simulate_events(DEMO_TRAIN_USERS, DEMO_TRAIN_SEED)
+        data.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    click.echo("demo: scoring the demo model and logistic regression on the same val windows ...")
+    labelled = load_data(data, "jsonl")
+    val = subsample(labelled.split("val"), QUALITY_VAL, seed=0)
+    x_tr, y_tr = features(labelled, labelled.split("train"))
+    x_va, y_va = features(labelled, val)
+    p_lr = fit_logreg(x_tr, y_tr, x_va, y_va).predict(x_va)
+    p_model = bundle_scores(Runtime.load(bundle, device="cpu"), labelled, val, "demo val")
+    quality = {
+        "val_windows": len(val),
+        "val_positives": int(y_va.sum()),
+        "model": {"auc": roc_auc(y_va, p_model), "pr_auc": pr_auc(y_va, p_model)},
+        "logreg": {"auc": roc_auc(y_va, p_lr), "pr_auc": pr_auc(y_va, p_lr)},
+    }
+    cache.write_bytes(orjson.dumps(quality, option=orjson.OPT_INDENT_2))
+    return quality
+
+
+def quality_lines(quality: dict[str, Any]) -> list[str]:
+    """Summary lines: the demo model vs logistic regression on the same val windows."""
+    if not quality:
+        return []
+    model, lr = quality["model"], quality["logreg"]
+    return [
+        f"model quality on {quality['val_windows']} val windows of the demo training data "
+        f"({quality['val_positives']} buy within 30 min):",
+        f"  demo model           val AUC {model['auc']:.3f}  PR-AUC {model['pr_auc']:.3f}",
+        f"  logistic regression  val AUC {lr['auc']:.3f}  PR-AUC {lr['pr_auc']:.3f}",
+    ]
+
+
+DEMO_TRAIN_MINUTES = 2.0
+DEMO_TRAIN_USERS = 600
+DEMO_TRAIN_SEED = 101
 # First layer of all-MiniLM-L6-v2, short windows, a 2-minute budget: a real fine-tuned model
 # that trains and serves fast enough for a first prediction within minutes on 2 cores.
 DEMO_TRAIN_ARGS = (
     "--layers",
     "1",
     "--max-minutes",
-    "2",
+    str(DEMO_TRAIN_MINUTES),
+    "--clock",
+    "cpu",  # a budget of work, not wall time: on a busy machine the model still gets its steps
     "--max-len",
     "64",
     "--max-train",
@@ -129,45 +191,6 @@ def key_file(settings: Settings, workdir: Path) -> Path | None:
     note = "existing" if existed else "generated"
     click.echo(f"demo: pseudonymisation key {path} ({note}; keep it private)")
     return path
-
-
-@contextlib.contextmanager
-def worker_process(
-    env: dict[str, str], args: list[str], log_path: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`bstream worker` as a child; SIGTERM (then SIGKILL) on the way out."""
-    cmd = [sys.executable, "-c", "from stream.cli import main; main()", "worker", *args]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-    """Block until the worker's /health is 200; a one-line error if it dies or takes too long."""
-    deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-            raise click.ClickException(
-                f"worker exited with {proc.returncode}: {tail[0]} (log {log_path})"
-            )
-        url = f"http://127.0.0.1:{port}/health"
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
-            if resp.status == 200:
-                return
-        time.sleep(0.5)
-    raise click.ClickException(
-        f"worker not ready after {WORKER_READY_TIMEOUT_S:.0f}s (log {log_path})"
-    )
 
 
 def follow(settings: Settings, live: Live, stop: threading.Event, show_every: float) -> None:
@@ -199,12 +222,6 @@ def follow(settings: Settings, live: Live, stop: threading.Event, show_every: fl
         consumer.close()
 
 
-def _free_or(port: int) -> int:
-    from stream.broker import _port_open, free_port
-
-    return free_port() if _port_open("127.0.0.1", port) else port
-
-
 @dataclass
 class DemoInputs:
     """What the run needs: bundle, key file (None: key from settings), events file, targets."""
@@ -214,6 +231,7 @@ class DemoInputs:
     events_path: Path
     events: int
     newest: dict[str, int]
+    quality: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare(base: Settings, workdir: Path, users: int, seed: int, rebuild: bool) -> DemoInputs:
@@ -222,6 +240,7 @@ def prepare(base: Settings, workdir: Path, users: int, seed: int, rebuild: bool)
     from stream.simulate import simulate_events
 
     bundle = demo_bundle(workdir, rebuild)
+    quality = demo_quality(bundle, workdir / "demo" / "train.jsonl")
     keyfile = key_file(base, workdir)
     key = load_key(base.model_copy(update={"hmac_key_file": keyfile}) if keyfile else base)
     assert key is not None
@@ -232,26 +251,29 @@ def prepare(base: Settings, workdir: Path, users: int, seed: int, rebuild: bool)
     for event in events:
         user = pseudonym(key, event["user_id"])
         newest[user] = max(newest.get(user, 0), event["ts"])
-    return DemoInputs(bundle, keyfile, path, len(events), newest)
+    return DemoInputs(bundle, keyfile, path, len(events), newest, quality)
 
 
 def run_loop(
-    settings: Settings, inputs: DemoInputs, rate: float, deadline: float
+    settings: Settings, inputs: DemoInputs, rate: float, deadline: float, metrics_port: int
 ) -> tuple[Live, int]:
     """Worker up, replay, follow predictions until every user is current; returns (live, sent)."""
-    from stream.broker import free_port
+    from stream.launcher import WorkerLauncher, WorkerStartError
     from stream.replay import ReplayOptions, replay_file
 
     run_dir = settings.data_dir.parent
-    port = _free_or(settings.metrics_port) if settings.metrics_port else free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "BSTREAM_BOOTSTRAP": settings.bootstrap}
     env["BSTREAM_DATA_DIR"] = str(settings.data_dir)
-    args = ["--model", str(inputs.bundle), "--metrics-port", str(port)]
+    args = ["--model", str(inputs.bundle)]
     args += ["--hmac-key-file", str(inputs.keyfile)] if inputs.keyfile else []
-    log_path = run_dir / "worker.log"
-    click.echo(f"demo: starting the worker (log {log_path}) ...")
-    with worker_process(env, args, log_path) as proc:
-        wait_healthy(proc, port, log_path)
+    worker = WorkerLauncher(args, env, run_dir / "worker.log", port=metrics_port or None)
+    click.echo(f"demo: starting the worker (log {worker.log_path}) ...")
+    with worker:
+        try:
+            worker.wait_ready(WORKER_READY_TIMEOUT_S)
+        except WorkerStartError as exc:
+            raise click.ClickException(str(exc)) from None
+        port = worker.port
         click.echo(f"demo: worker ready; metrics http://127.0.0.1:{port}/metrics  (and /health)")
         live, stop = Live(inputs.newest), threading.Event()
         tail = threading.Thread(target=follow, args=(settings, live, stop, 0.2), daemon=True)
@@ -262,10 +284,13 @@ def run_loop(
         options = ReplayOptions(topic=settings.events_topic, rate=rate, progress=False)
         sent = replay_file(inputs.events_path, "jsonl", settings, options).sent
         while not live.done():
-            if proc.poll() is not None:
-                raise click.ClickException(f"worker exited with {proc.returncode} (log {log_path})")
+            if not worker.alive():
+                raise click.ClickException(str(worker.died()))
             if time.monotonic() > deadline:
-                raise click.ClickException("not every user was predicted before the timeout")
+                raise click.ClickException(
+                    f"not every user was predicted within --timeout ({len(live.latest)} of "
+                    f"{len(live.newest)}; worker log {worker.log_path})"
+                )
             time.sleep(0.2)
         stop.set()
         tail.join(5)
@@ -289,12 +314,42 @@ def run_loop(
 )
 @click.option("--rebuild-model", is_flag=True, help="Rebuild the demo bundle even if cached.")
 @click.option(
-    "--timeout", type=click.FloatRange(min=10), default=600, show_default=True, help="Seconds."
+    "--timeout",
+    type=click.FloatRange(min=10),
+    default=600,
+    show_default=True,
+    help="Seconds for the whole run.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="The worker's /metrics and /health port; 0 picks a free one.",
+)
+@click.option(
+    "--broker-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="The embedded broker's port; 0 picks a free one.",
 )
 def demo(
-    users: int, seed: int, rate: float, workdir: Path, rebuild_model: bool, timeout: float
+    users: int,
+    seed: int,
+    rate: float,
+    workdir: Path,
+    rebuild_model: bool,
+    timeout: float,
+    metrics_port: int,
+    broker_port: int,
 ) -> None:
-    from stream.broker import EmbeddedBroker
+    from stream.commands import checks
+
+    checks.out_dir(workdir, "--workdir")
+    checks.port_free(metrics_port, "--metrics-port")
+    checks.port_free(broker_port, "--broker-port")
+    from stream.broker import EmbeddedBroker, free_port
     from stream.topics import create_topics, default_topics
 
     started = time.monotonic()
@@ -302,15 +357,18 @@ def demo(
     run_dir.mkdir(parents=True, exist_ok=True)
     base = Settings()
     inputs = prepare(base, workdir, users, seed, rebuild_model)
-    with EmbeddedBroker(port=_free_or(9092), log_path=run_dir / "broker.log") as broker:
+    port = broker_port or free_port()
+    with EmbeddedBroker(port=port, log_path=run_dir / "broker.log") as broker:
         update = {"bootstrap": broker.bootstrap, "data_dir": run_dir / "worker-data"}
         settings = base.model_copy(update=update)
         click.echo(f"demo: embedded broker on {broker.bootstrap}; watch from another terminal with")
         click.echo(f"      bstream tail --bootstrap {broker.bootstrap}")
         create_topics(settings, default_topics(settings))
-        live, sent = run_loop(settings, inputs, rate, started + timeout)
+        live, sent = run_loop(settings, inputs, rate, started + timeout, metrics_port)
     click.echo("demo: every user is predicted with their newest event. Summary:")
     for line in summary_lines(live, sent, time.monotonic() - (live.first_at or started)):
+        click.echo("  " + line)
+    for line in quality_lines(inputs.quality):
         click.echo("  " + line)
     first = (live.first_at or started) - started
     total = time.monotonic() - started

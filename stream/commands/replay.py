@@ -14,8 +14,9 @@ from typing import cast
 
 import click
 
-from stream.commands.common import bootstrap_option, load_settings
-from stream.formats import FORMAT_NAMES, FormatError
+from schemas.formats import FORMAT_NAMES, FormatError
+from stream.commands import checks
+from stream.commands.common import bootstrap_option, env_default, load_settings
 from stream.kafka import PARTITIONERS, KafkaUnavailable, Partitioner, require_topic
 from stream.replay import ReplayOptions, exit_problem, format_summary, replay_file
 
@@ -28,10 +29,15 @@ from stream.replay import ReplayOptions, exit_problem, format_summary, replay_fi
 )
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
-    "--format", "fmt", type=click.Choice(FORMAT_NAMES), default="jsonl", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(FORMAT_NAMES),
+    default="jsonl",
+    show_default=True,
+    help="Format of PATH.",
 )
 @bootstrap_option
-@click.option("--topic", default=None, help="Target topic  [default: $BSTREAM_EVENTS_TOPIC]")
+@click.option("--topic", default=None, help=f"Target topic  {env_default('events_topic')}")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Events per second.")
 @click.option(
     "--speedup",
@@ -75,6 +81,10 @@ def replay(
         raise click.UsageError("give either --rate or --speedup, not both")
     if not path.is_file():
         raise click.ClickException(f"no such file: {path}")
+    if path.stat().st_size == 0:
+        raise click.ClickException(f"nothing to replay: {path} is empty")
+    if not send_invalid:
+        checks.format_matches(path, fmt, strict=False)
     settings = load_settings(bootstrap=bootstrap)
     options = ReplayOptions(
         topic=topic or settings.events_topic,
@@ -94,6 +104,12 @@ def replay(
     for line in format_summary(summary, send_invalid):
         click.echo(line)
     problem = exit_problem(summary, path)
+    everything_invalid = summary.invalid and summary.invalid == summary.rows - summary.skipped
+    if not problem and everything_invalid and not send_invalid:
+        # Every row was invalid: almost always the wrong --format, not bad data.
+        problem = checks.wrong_format_message(path, fmt, summary.invalid).replace(
+            "none of the first", "none of the"
+        )
     if summary.interrupted:
         click.echo("interrupted", err=True)
         sys.exit(130)

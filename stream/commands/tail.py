@@ -9,9 +9,9 @@ from typing import Any
 import click
 import orjson
 
-from stream.commands.common import bootstrap_option, load_settings
+from schemas.validation import validate_prediction
+from stream.commands.common import bootstrap_option, env_default, load_settings
 from stream.kafka import KafkaUnavailable, client_config, require_topic
-from stream.validation import validate_prediction
 
 
 def format_prediction(prediction: dict[str, Any]) -> str:
@@ -53,7 +53,7 @@ def _consumer(settings: Any, topic: str, partitions: int, from_beginning: bool) 
 @click.command(help="Print predictions as they arrive.")
 @bootstrap_option
 @click.option(
-    "--topic", default=None, help="Predictions topic  [default: $BSTREAM_PREDICTIONS_TOPIC]"
+    "--topic", default=None, help=f"Predictions topic  {env_default('predictions_topic')}"
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Exit after N predictions.")
 @click.option("--json", "as_json", is_flag=True, help="Print each prediction as raw JSON.")

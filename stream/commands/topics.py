@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stream.commands.common import bootstrap_option, load_settings
+from stream.commands.common import bootstrap_option, env_default, load_settings
 from stream.kafka import KafkaUnavailable, topic_partitions
 from stream.topics import create_topics, default_topics
 
@@ -20,9 +20,15 @@ def topics() -> None:
     "--partitions",
     type=click.IntRange(min=1),
     default=None,
-    help="Partitions per topic  [default: $BSTREAM_PARTITIONS or 4]",
+    help=f"Partitions per topic  {env_default('partitions')}",
 )
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the broker.",
+)
 def create(bootstrap: str | None, partitions: int | None, timeout: float) -> None:
     settings = load_settings(bootstrap=bootstrap, partitions=partitions)
     specs = default_topics(settings)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 import click
 
-from stream.commands.common import bootstrap_option, load_settings
+from stream.commands import checks
+from stream.commands.common import bootstrap_option, env_default, load_settings
 from stream.settings import Settings
 
 log = logging.getLogger("bstream.worker")
@@ -27,18 +29,46 @@ def _ensure_topics(settings: Settings) -> int:
 
 
 def _load_model(settings: Settings) -> Any:
-    if settings.model is None:
-        raise click.ClickException("no model bundle: pass --model DIR or set BSTREAM_MODEL")
     import torch
 
-    from model.runtime import BundleError, Runtime
+    from model.runtime import BundleError
+    from stream.modelswap import startup_model
 
-    # The event loop needs a core of its own: intra-op threads that take every core stall it.
-    torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 2) - 1))
+    # Warm up on every core; stream.threads then sets the count per batch on the inference thread.
+    torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
     try:
-        return Runtime.load(settings.model, device=settings.device, quantize=settings.quantize)
+        return startup_model(settings)
     except (BundleError, ValueError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
+
+
+STORE_SCHEMES = ("memory://", "rocksdb://")
+
+
+def preflight(settings: Settings) -> Any:
+    """Every check that needs no heavy import (faust, torch): key, bundle, store, broker.
+
+    Returns the pseudonymizer; a wrong argument costs well under a second this way.
+    """
+    from stream.kafka import KafkaUnavailable, check_reachable
+    from stream.privacy import PrivacyError, pseudonymizer_from_settings
+
+    try:
+        pseudonymizer = pseudonymizer_from_settings(settings)
+    except PrivacyError as exc:
+        raise click.ClickException(str(exc)) from None
+    if settings.model is not None or not settings.registry:
+        checks.bundle_dir(settings.model, "--model")  # else the registry's champion, if any
+    if not settings.store.startswith(STORE_SCHEMES):
+        raise click.BadParameter(
+            f"{settings.store!r} is not a table store; give memory:// or rocksdb://",
+            param_hint="--store / BSTREAM_STORE",
+        )
+    try:
+        check_reachable(settings.bootstrap)
+    except KafkaUnavailable as exc:
+        raise click.ClickException(f"{exc}; start a broker or pass --bootstrap HOST:PORT") from None
+    return pseudonymizer
 
 
 def startup_line(
@@ -63,47 +93,89 @@ def _explainer(settings: Settings, runtime: Any) -> Any:
     return Explainer(runtime)
 
 
+def _swapper(settings: Settings, sapp: Any, worker: Any, metrics: Any, startup: Any) -> Any:
+    """Hot reload from the registry topic (None with BSTREAM_REGISTRY=false)."""
+    if not settings.registry:
+        return None
+    from stream.kafka import KafkaUnavailable
+    from stream.modelswap import ModelSwapper, install_swapper
+    from stream.threads import AdaptiveThreads
+
+    swapper = ModelSwapper(
+        settings,
+        worker,
+        metrics,
+        startup,
+        wrap=lambda model: AdaptiveThreads(
+            model, fixed=settings.torch_threads, on_change=metrics.threads.set
+        ),
+        explainer=lambda model: _explainer(settings, model),
+    )
+    try:
+        swapper.open()
+    except KafkaUnavailable as exc:
+        log.warning("registry not followed yet (retried on the timer): %s", exc)
+    install_swapper(sapp, settings, swapper)
+    return swapper
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Build everything from settings and run until SIGTERM/SIGINT."""
-    import faust
-
-    from stream import highwater, logthrottle, rejoin
-    from stream.app import create_app
-    from stream.erasure import install_erasure
-    from stream.kafka import KafkaUnavailable
     from stream.metrics import Metrics, serve
-    from stream.privacy import PrivacyError, pseudonymizer_from_settings
-    from stream.upkeep import install_timers
-    from stream.worker import StreamWorker
 
-    try:
-        pseudonymizer = pseudonymizer_from_settings(settings)
-    except PrivacyError as exc:
-        raise click.ClickException(str(exc)) from None
-    runtime = _load_model(settings)
-    try:
-        partitions = _ensure_topics(settings)
-    except KafkaUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+    pseudonymizer = preflight(settings)
     metrics = Metrics(process=True)
-    metrics.set_health(model_loaded=True, model_version=runtime.version, broker_up=True)
+    # Bound before the slow imports: a busy port is an argument error, reported in a second.
+    metrics.set_health(instance_id=settings.instance_id or uuid.uuid4().hex, pid=os.getpid())
     try:
         server = serve(metrics, settings.metrics_port)
     except OSError as exc:
         raise click.ClickException(
-            f"cannot serve metrics on port {settings.metrics_port}: {exc.strerror}"
+            f"cannot serve metrics on port {settings.metrics_port}: {exc.strerror} "
+            "(pass --metrics-port, 0 for any free port)"
         ) from None
+    try:
+        _run(settings, loglevel, pseudonymizer, metrics, server)
+    finally:
+        server.shutdown()
+
+
+def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, server: Any) -> None:
+    import faust
+
+    from stream import highwater, logthrottle, recovery, rejoin
+    from stream.app import create_app
+    from stream.erasure import install_erasure
+    from stream.kafka import KafkaUnavailable
+    from stream.quality import install_quality
+    from stream.threads import AdaptiveThreads
+    from stream.upkeep import install_timers
+    from stream.worker import StreamWorker
+
+    startup = _load_model(settings)
+    runtime = startup.runtime
+    try:
+        partitions = _ensure_topics(settings)
+    except KafkaUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    metrics.set_health(model_loaded=True, model_version=runtime.version, broker_up=True)
     sapp = create_app(settings, partitions)
     highwater.install(sapp.app.consumer, settings)
+    model = AdaptiveThreads(runtime, fixed=settings.torch_threads, on_change=metrics.threads.set)
     worker = StreamWorker(
-        settings, sapp, runtime, pseudonymizer, metrics, _explainer(settings, runtime)
+        settings, sapp, model, pseudonymizer, metrics, _explainer(settings, runtime)
     )
 
     async def consume(stream: Any) -> None:
         await worker.consume(stream)
 
     sapp.app.agent(sapp.events, name="bstream.consume")(consume)
+    swapper = _swapper(settings, sapp, worker, metrics, startup)
     assert worker.publisher is not None
+    quality = install_quality(
+        sapp, settings, metrics, worker.publisher, runtime, pseudonymizer.key_id
+    )
+    worker.quality = quality
     install_timers(sapp, settings, metrics, worker.next_offset, worker.publisher)
     rejoin.install(
         sapp.app,
@@ -112,10 +184,14 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         sapp.windows.changelog_topic.get_topic_name(),
         rejoin.topic_checker(settings),
     )
+    changelog = sapp.windows.changelog_topic.get_topic_name()
+    recovery.install(
+        sapp.app, changelog, metrics, settings.recovery_stall_s, settings.recovery_stall_action
+    )
     try:
         eraser = install_erasure(sapp, settings, pseudonymizer, metrics, worker.publisher)
+        eraser.quality = quality  # erasure removes pending outcomes too
     except KafkaUnavailable as exc:
-        server.shutdown()
         raise click.ClickException(str(exc)) from None
     line = startup_line(settings, runtime, partitions, pseudonymizer.key_id, server.server_port)
     click.echo(line, err=True)
@@ -123,8 +199,9 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     try:
         faust.Worker(sapp.app, loglevel=loglevel, quiet=True).execute_from_commandline()
     finally:
+        if swapper is not None:
+            swapper.close()
         eraser.close()
-        server.shutdown()
         worker.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -136,44 +213,82 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     "--model",
     "model_dir",
     type=click.Path(path_type=Path),
-    help="Model bundle directory  [$BSTREAM_MODEL]",
+    help=f"Model bundle directory  {env_default('model')}",
 )
 @click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Inference device  [auto]"
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    help=f"Inference device  {env_default('device')}",
 )
 @click.option(
-    "--quantize", is_flag=True, default=None, help="int8 dynamic quantization on the CPU."
+    "--quantize",
+    is_flag=True,
+    default=None,
+    help=f"int8 dynamic quantization on the CPU  {env_default('quantize')}",
 )
-@click.option("--max-batch", type=click.IntRange(min=1), help="Most events per micro-batch  [256]")
 @click.option(
-    "--max-delay-ms", type=click.IntRange(min=1), help="Longest wait to fill a batch  [200]"
+    "--max-batch",
+    type=click.IntRange(min=1),
+    help=f"Most events per micro-batch  {env_default('max_batch')}",
 )
-@click.option("--window-size", type=click.IntRange(min=1), help="Events kept per user  [50]")
 @click.option(
-    "--metrics-port", type=click.IntRange(0, 65535), help="/metrics and /health port  [9464]"
+    "--max-delay-ms",
+    type=click.IntRange(min=1),
+    help=f"Longest wait to fill a batch  {env_default('max_delay_ms')}",
 )
-@click.option("--store", help="Faust table store: memory:// or rocksdb://  [memory://]")
 @click.option(
-    "--partitions", type=click.IntRange(min=1), help="Partitions for topics it creates  [4]"
+    "--window-size",
+    type=click.IntRange(min=1),
+    help=f"Events kept per user  {env_default('window_size')}",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help=f"/metrics and /health port, 0 for any free port  {env_default('metrics_port')}",
+)
+@click.option(
+    "--store",
+    help=f"Faust table store: memory:// or rocksdb://  {env_default('store')}",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    help=f"Partitions for topics it creates  {env_default('partitions')}",
 )
 @click.option(
     "--hmac-key-file",
     type=click.Path(path_type=Path),
-    help="File holding the pseudonymisation key.",
+    help=f"File holding the pseudonymisation key  {env_default('hmac_key_file')}",
 )
 @click.option(
-    "--allow-raw-ids", is_flag=True, default=None, help="Run without a key: users stay raw ids."
+    "--allow-raw-ids",
+    is_flag=True,
+    default=None,
+    help=f"Run without a key: users stay raw ids  {env_default('allow_raw_ids')}",
 )
 @click.option(
-    "--naive", is_flag=True, default=None, help="Baseline: one table write + inference per event."
+    "--naive",
+    is_flag=True,
+    default=None,
+    help=f"Baseline: one table write + inference per event  {env_default('naive')}",
+)
+@click.option(
+    "--outcomes/--no-outcomes",
+    default=None,
+    help="Label predictions from later events, publish outcomes, live metrics  [on]",
 )
 @click.option(
     "--explain",
     type=click.Choice(["off", "all", "top-scores", "sample-rate"]),
-    help="Attach reasons to predictions: for all, scores >= explain_min_score, or a sample  [off]",
+    help="Attach reasons to predictions: for all, scores >= explain_min_score, or a sample  "
+    + env_default("explain"),
 )
 @click.option(
-    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info"
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="Faust worker log level.",
 )
 def worker(
     bootstrap: str | None,
@@ -189,6 +304,7 @@ def worker(
     hmac_key_file: Path | None,
     allow_raw_ids: bool | None,
     naive: bool | None,
+    outcomes: bool | None,
     explain: str | None,
     log_level: str,
 ) -> None:
@@ -206,6 +322,7 @@ def worker(
         hmac_key_file=hmac_key_file,
         allow_raw_ids=allow_raw_ids,
         naive=naive,
+        outcomes=outcomes,
         explain=explain,
     )
     run_worker(settings, loglevel=log_level)

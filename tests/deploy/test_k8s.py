@@ -21,7 +21,15 @@ from tests.deploy.manifests import (
 
 # The oldest Kubernetes minor still commonly run, and the newest the package knows.
 K8S_VERSIONS = ("1.29", latest_version())
-CORE_KINDS = {"Namespace", "ConfigMap", "Secret", "Service", "Deployment"}
+CORE_KINDS = {
+    "Namespace",
+    "ConfigMap",
+    "Secret",
+    "Service",
+    "Deployment",
+    "CronJob",
+    "PersistentVolumeClaim",
+}
 CRD_SPEC_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "keda-scaledobject.schema.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheus-rules.schema.json",
@@ -227,3 +235,36 @@ def test_prometheus_rule_carries_the_plain_rule_file() -> None:
     (rule,) = k8s_kind("PrometheusRule", "behavior-stream")
 
     assert rule["spec"] == load_yaml(ALERTS)
+
+
+def test_retrain_cronjob_writes_where_the_workers_read_announced_bundles() -> None:
+    (cronjob,) = k8s_kind("CronJob", "bstream-retrain")
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (job,) = pod["containers"]
+    args = job["args"]
+    out_root = args[args.index("--out-root") + 1]
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+
+    assert args[0] == "retrain" and cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    assert {"configMapRef": {"name": "bstream-config"}} in job["envFrom"]
+    assert config_value("BSTREAM_REGISTRY") == "true"
+    assert config_value("BSTREAM_MODELS_TOPIC") == "behavior.models"
+    assert k8s_kind("PersistentVolumeClaim", "bstream-models")
+    for name in DEPLOYMENTS:
+        worker = container(k8s_kind("Deployment", name)[0])
+        volumes = k8s_kind("Deployment", name)[0]["spec"]["template"]["spec"]["volumes"]
+        mounts = {m["mountPath"]: m for m in worker["volumeMounts"]}
+        assert mounts[out_root]["readOnly"] is True
+        assert {"configMapRef": {"name": "bstream-config"}} in worker["envFrom"]
+        worker_claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"]
+            for v in volumes
+            if "persistentVolumeClaim" in v
+        }
+        assert worker_claims[mounts[out_root]["name"]] == "bstream-models"
+    (mount,) = [m for m in job["volumeMounts"] if m["mountPath"] == out_root]
+    assert claims[mount["name"]] == "bstream-models"

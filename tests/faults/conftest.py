@@ -12,6 +12,7 @@ COLUMNS = (
     ("events", "events"),
     ("users_lost", "users lost"),
     ("duplicates", "duplicates"),
+    ("duplicate_rate", "dup rate"),
     ("dlq", "DLQ"),
     ("peak_rss_mib", "peak RSS MiB"),
     ("time_to_recover_s", "recover s"),

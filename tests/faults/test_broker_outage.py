@@ -64,8 +64,9 @@ def test_worker_reports_a_broker_outage_without_spinning_and_resumes(
     produce(fresh_broker.bootstrap, wenv.settings.events_topic, before)
     watcher.wait_reflects(expected(wenv.user, before), timeout=120)
     watcher.close()
-    # Let the window writes land first: Tansu can keep phantom offsets when a client's retried
-    # write auto-creates a topic on the new broker just before the worker declares it again.
+    # Let the window writes land on this broker first, so that the new one lacks all of them.
+    # Writes still in flight when the broker comes back used to leave phantom end offsets that
+    # hung the restarted worker's recovery (DESIGN.md pitfall 12, test_phantom_offsets.py).
     collect(fresh_broker.bootstrap, wenv.changelog_topic, lambda got: len(got) >= USERS, 60)
     second: EmbeddedBroker | None = None
     try:
@@ -89,7 +90,9 @@ def test_worker_reports_a_broker_outage_without_spinning_and_resumes(
         wait_for(lambda: worker.proc is not None and worker.proc.poll() is not None, 120, "exit")
         exit_code = worker.proc.returncode if worker.proc is not None else None
         lost_state_logged = "the broker lost this worker's state" in worker.log()
+        restarted = time.monotonic()
         worker.start().wait_ready(timeout=180)  # what a supervisor (compose, Kubernetes) does
+        restart_to_ready_s = time.monotonic() - restarted
         watcher = PredictionWatcher(second.bootstrap, wenv.settings.predictions_topic)
         watcher.wait_reflects(expected(wenv.user, after), timeout=240, check_sizes=False)
         recover_s = time.monotonic() - back
@@ -117,6 +120,7 @@ def test_worker_reports_a_broker_outage_without_spinning_and_resumes(
             "outage_cpu_share": round(cpu_share, 3),
             "outage_log_bytes": log_growth,
             "time_to_recover_s": round(recover_s, 1),
+            "restart_to_ready_s": round(restart_to_ready_s, 1),  # includes changelog recovery
             "window_size_after": watcher.latest.get(wenv.user("n0"), {}).get("window_size"),
         }
     )

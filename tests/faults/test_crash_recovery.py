@@ -7,6 +7,7 @@ Duplicate predictions are allowed (at-least-once) and reported.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import random
 import time
@@ -51,12 +52,21 @@ def crash_and_recover(
     worker = WorkerProcess(wenv, bundle, workdir, "--store", store, name="crash")
     worker.start().wait_ready()
     peak_rss, recover_s = 0, []
+    silenced, replayed_events = 0.0, 0.0  # summed over the worker's lives (metrics restart at 0)
+
+    def count_replays() -> None:
+        nonlocal silenced, replayed_events
+        with contextlib.suppress(OSError):
+            silenced += worker.metric("bstream_unchanged_windows_total")
+            replayed_events += worker.metric("bstream_duplicate_events_total")
+
     replay = start_replay(wenv, path, "taobao", "--limit", str(events), "--rate", str(rate))
     try:
         for _ in range(kills):
             sampler = ProcessSampler(worker.proc.pid)  # type: ignore[union-attr]
             wait_for(lambda: worker.metric("bstream_events_total") > 0, 120, "events to flow")
             time.sleep(rng.uniform(0.2, 3.0))  # a random point mid-stream
+            count_replays()  # just before the kill: what this life saw
             kill9(worker)
             sampler.stop()
             peak_rss = max(peak_rss, sampler.peak_rss)
@@ -67,6 +77,7 @@ def crash_and_recover(
         drain_s = watcher.wait_reflects(expected, timeout=600)
         assert worker.proc is not None and worker.proc.poll() is None
         assert worker.metric("bstream_dlq_total") == 0
+        count_replays()
         assert worker.stop() == 0
     finally:
         replay.kill()
@@ -85,6 +96,9 @@ def crash_and_recover(
             "predictions": watcher.total,
             "duplicates": watcher.duplicates,
             "duplicate_rate": round(watcher.duplicates / max(1, watcher.total), 4),
+            # replayed updates whose windows already held the events: no prediction (were repeats)
+            "replayed_updates_silenced": int(silenced),
+            "replayed_duplicate_events": int(replayed_events),
             "dlq": 0,
             "peak_rss_mib": mib(peak_rss),
             "time_to_recover_s": round(max(recover_s), 1),

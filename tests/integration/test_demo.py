@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,3 +27,38 @@ def test_demo_predicts_every_user_and_exits_cleanly(tmp_path: Path) -> None:
     assert "users predicted    30 / 30" in done.stdout
     assert (tmp_path / "hmac.key").is_file()
     assert (tmp_path / "bundles" / "demo" / "bundle.json").is_file()
+
+
+def _hold(port: int) -> socket.socket | None:
+    """Listen on `port` like another program would (None if someone already does)."""
+    sock = socket.socket()
+    try:
+        sock.bind(("0.0.0.0", port))
+    except OSError:
+        sock.close()
+        return None
+    sock.listen()
+    return sock
+
+
+def test_demo_runs_while_other_programs_hold_the_default_ports(
+    tmp_path: Path, tiny_bundle: Path
+) -> None:
+    """9464 and 9092 taken (the first fresh-clone failure): the demo picks free ports."""
+    shutil.copytree(tiny_bundle, tmp_path / "bundles" / "demo")  # a real bundle, no training
+    held = [sock for sock in (_hold(9464), _hold(9092)) if sock is not None]
+    cmd = [sys.executable, "-c", "from stream.cli import main; main()", "demo"]
+    cmd += ["--users", "10", "--rate", "5000", "--workdir", str(tmp_path), "--timeout", "400"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BSTREAM_")}
+    try:
+        done = subprocess.run(
+            cmd, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600
+        )
+    finally:
+        for sock in held:
+            sock.close()
+
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "users predicted    10 / 10" in done.stdout
+    assert "demo model           val AUC" in done.stdout
+    assert "logistic regression  val AUC" in done.stdout

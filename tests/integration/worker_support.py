@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import re
 import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,12 +17,12 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from stream.broker import free_port
+from stream.launcher import BSTREAM as BSTREAM  # re-exported: tests/faults start bstream too
+from stream.launcher import WorkerLauncher, WorkerStartError
 from stream.privacy import pseudonym
 from stream.settings import Settings
 from stream.topics import create_topics, default_topics
 
-BSTREAM = Path(sys.executable).parent / "bstream"
 TEST_KEY = "integration-test-hmac-key-0123456789"
 
 
@@ -59,6 +54,9 @@ class WorkerEnv:
             predictions_topic=f"predictions-{s}",
             dlq_topic=f"dlq-{s}",
             control_topic=f"control-{s}",
+            outcomes_topic=f"outcomes-{s}",
+            models_topic=f"models-{s}",
+            shadow_topic=f"shadow-{s}",
             app_id=f"app-{s}",
             partitions=self.partitions,
         )
@@ -77,6 +75,9 @@ class WorkerEnv:
             "BSTREAM_PREDICTIONS_TOPIC": s.predictions_topic,
             "BSTREAM_DLQ_TOPIC": s.dlq_topic,
             "BSTREAM_CONTROL_TOPIC": s.control_topic,
+            "BSTREAM_OUTCOMES_TOPIC": s.outcomes_topic,
+            "BSTREAM_MODELS_TOPIC": s.models_topic,
+            "BSTREAM_SHADOW_TOPIC": s.shadow_topic,
             "BSTREAM_APP_ID": s.app_id,
             "BSTREAM_PARTITIONS": str(self.partitions),
             "BSTREAM_HMAC_KEY": TEST_KEY,
@@ -95,64 +96,28 @@ def new_env(bootstrap: str, partitions: int = 4) -> WorkerEnv:
     return wenv
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-class WorkerProcess:
+class WorkerProcess(WorkerLauncher):
     """`bstream worker` as a real subprocess, with its log in a file and metrics on a free port."""
 
     def __init__(
         self, wenv: WorkerEnv, bundle: Path, workdir: Path, *args: str, name: str = "worker"
     ) -> None:
-        self.wenv, self.bundle, self.args = wenv, bundle, args
-        self.log_path = workdir / f"{name}.log"
+        self.wenv, self.bundle = wenv, bundle
         self.data_dir = workdir / f"{name}-data"
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WorkerProcess:
-        cmd = [
-            str(BSTREAM),
-            "worker",
-            "--model",
-            str(self.bundle),
-            "--metrics-port",
-            str(self.port),
-        ]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [*cmd, *self.args],
-                env=self.wenv.env(self.data_dir),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-            )
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        super().__init__(
+            ["--model", str(bundle), *args], wenv.env(self.data_dir), workdir / f"{name}.log"
+        )
 
     def _get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+        return self.get(path, timeout=2)
 
-    def wait_ready(self, timeout: float = 120.0) -> WorkerProcess:
+    def wait_ready(self, timeout: float = 120.0, poll: float = 0.3) -> WorkerProcess:
         """Block until /health says ready; fail with the log tail if the worker dies first."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log()[-3000:]}")
-            with contextlib.suppress(OSError):
-                if self._get("/health")[0] == 200:
-                    return self
-            time.sleep(0.3)
-        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()[-3000:]}")
+        try:
+            super().wait_ready(timeout, poll)
+        except WorkerStartError as exc:
+            raise AssertionError(f"{exc}\n{self.log()[-3000:]}") from None
+        return self
 
     def metrics_text(self) -> str:
         return self._get("/metrics")[1]
@@ -170,7 +135,7 @@ class WorkerProcess:
         return total
 
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM and wait; returns the exit code (SIGKILL if it does not stop in time)."""
+        """SIGTERM and wait; returns the exit code (fails the test if SIGTERM is ignored)."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
@@ -186,7 +151,8 @@ class WorkerProcess:
         return self.proc.returncode
 
     def __enter__(self) -> WorkerProcess:
-        return self.start()
+        self.start()
+        return self
 
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from model.bundle import read_meta
-from model.commands import bench_model, evaluate, export, train
+from stream.commands.model import bench_model, evaluate, export, train
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_eval_writes_the_report_json_with_every_model(
             str(report),
             "--out",
             str(tmp_path / "eval"),
-            "--bootstrap",
+            "--resamples",
             "50",
         ],  # fmt: skip
     )

@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from model.bundle import read_meta
-from model.commands import train
 from model.dp import (
     BROADCAST,
     cost_table,
@@ -22,6 +21,7 @@ from model.dp import (
 from model.model import BehaviorBert, ModelConfig
 from model.runtime import Runtime
 from model.tiny import tiny_bert_config
+from stream.commands.model import train
 
 
 @pytest.mark.parametrize("epsilon", [1.0, 8.0])

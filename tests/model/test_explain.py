@@ -22,11 +22,11 @@ from model.explain import (
     top_reasons,
     without,
 )
-from model.explain_cli import explain
 from model.faithfulness import measure, true_deltas
 from model.runtime import Runtime
 from model.tiny import synthetic_windows
 from schemas.validation import validate_prediction
+from stream.commands.explain import explain
 
 
 @pytest.fixture(scope="module")

@@ -64,3 +64,20 @@ def test_table_put_and_remove_change_the_store_and_return_changelog_records(
     assert (written.key, written.value, written.partition) == (b"user-1", b"window", 3)
     assert tombstone is not None and (tombstone.value, tombstone.partition) == (None, 3)
     assert missing is None and table.data.get(b"user-1") is None
+
+
+def test_records_of_keys_removed_since_they_were_put_are_dropped(tmp_path: Path) -> None:
+    table = create_app(Settings(data_dir=tmp_path / "data", app_id="t-app"), partitions=4).windows
+    since = table.tick
+    records = [table.put(b"kept", b"w1", 0), table.put(b"erased", b"w2", 1)]
+
+    table.remove(b"erased", 1)  # an erasure while the records wait for their predictions
+    current = table.still_current(records, since)
+    put_after = table.still_current(records, table.tick)
+    table.forget_removals(since)
+    later = table.still_current(records, since)
+    table.forget_removals(table.tick)  # no record put before the removal is pending any more
+
+    assert [r.key for r in current] == [b"kept"] and [r.key for r in later] == [b"kept"]
+    assert put_after == records
+    assert table.still_current(records, since) == records

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from stream.bench.data import memory_events, newest_by_user, prefix_windows
+from stream.bench.phases import thread_counts
 from stream.bench.pipeline import reflected_events
 from stream.bench.profile import top_functions
-from stream.bench.report import markdown, ratio
+from stream.bench.report import markdown, ratio, sweep_table
 from stream.bench.workerproc import parse_metrics
 
 BSTREAM = str(Path(sys.executable).parent / "bstream")
@@ -35,6 +36,10 @@ REQUIRED_NUMBERS = (
     "memory.store.bytes_per_window",
     "machine.logical_cores",
     "machine.torch_threads",
+    "limit.intake.events_per_s",
+    "limit.optimized.events_per_s",
+    "ratios.intake_over_limit",
+    "optimized.inference_threads_mean",
 )
 
 
@@ -52,7 +57,7 @@ def quick_run(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     json_path = out / "report" / "bench.json"
     cmd = [BSTREAM, "bench", "--quick", "--bundle", str(tiny_bundle), "--json", str(json_path)]
     cmd += ["--no-progress", "--events", "1500", "--naive-events", "150", "--memory-users", "1500"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=480)  # < pytest-timeout
     assert done.returncode == 0, done.stderr[-3000:]
     return json_path, done.stdout
 
@@ -67,6 +72,9 @@ def test_quick_report_has_every_figure(quick_run: tuple[Path, str]) -> None:
     assert missing == []
     assert all(math.isfinite(dig(report, k)) and dig(report, k) > 0 for k in REQUIRED_NUMBERS)
     assert report["optimized"]["every_user_predicted"] is True
+    cores = report["machine"]["logical_cores"]
+    assert [r["threads"] for r in report["ceiling"]["by_threads"]] == thread_counts(cores)
+    assert report["limit"]["intake"]["events"] == report["intake"]["events"]
     assert report["optimized"]["events_predicted"] == report["data"]["events"]
     assert {"cpu", "gpu", "load_avg_1m"} <= set(report["machine"])
     for package in ("python", "torch", "faust-streaming", "confluent-kafka", "transformers"):
@@ -133,12 +141,20 @@ def test_parse_metrics_sums_labels_and_reads_histogram_counts() -> None:
             "bstream_inference_seconds_sum 0.5",
             "# TYPE bstream_active_windows gauge",
             "bstream_active_windows 7.0",
+            "# TYPE bstream_inference_threads gauge",
+            "bstream_inference_threads 2.0",
         ]
     )
 
     values = parse_metrics(text)
 
-    assert values == {"events": 5.0, "predictions": 0.0, "model_calls": 4.0, "active_windows": 7.0}
+    assert values == {
+        "events": 5.0,
+        "predictions": 0.0,
+        "model_calls": 4.0,
+        "active_windows": 7.0,
+        "inference_threads": 2.0,
+    }
 
 
 def test_top_functions_splits_self_and_inclusive_time() -> None:
@@ -178,6 +194,7 @@ def test_ratio_and_markdown_handle_a_skipped_naive_run() -> None:
         "optimized": phase,
         "naive": {},
         "fixed_load": {},
+        "limit": {"intake": {"events": 10, "events_per_s": 20.0, "events_per_cpu_s": 40.0}},
         "memory": {},
         "notes": [],
         "ratios": {
@@ -196,3 +213,18 @@ def test_ratio_and_markdown_handle_a_skipped_naive_run() -> None:
     assert "| optimized / naive events/s | n/a |" in table
     assert "| model ceiling (batch 8, torch threads 1, best) |  |  | 8 |" in table
     assert all(line.count("|") == 11 for line in table.splitlines()[6:12])
+    limit_row = "| intake limit, plain confluent-kafka loop (high-coalescing events) | 10 | 20 |"
+    assert limit_row in table
+    assert "max-rate run's events" not in table  # not measured: no row
+
+
+def test_sweep_table_puts_each_thread_counts_ceiling_beside_its_pipeline() -> None:
+    ceiling = {
+        "best_preds_per_s": 400.0,
+        "by_threads": [{"threads": 1, "preds_per_s": 230.0}, {"threads": 2, "preds_per_s": 400.0}],
+    }
+    phase = {"preds_per_s": 200.0, "worker_cores_busy": 1.0, "latency_ms": {"p99": 300.0}}
+    rows = sweep_table(ceiling, {"1": phase, "2": {**phase, "preds_per_s": 380.0}})
+    assert [(r["threads"], r["ceiling_preds_per_s"]) for r in rows] == [(1, 230.0), (2, 400.0)]
+    assert [r["pipeline_over_best_ceiling"] for r in rows] == [0.5, 0.95]
+    assert rows[0]["latency_p99_ms"] == 300.0

@@ -76,6 +76,7 @@ def test_health_is_503_until_ready_then_200(served: tuple[Metrics, int]) -> None
         "model_version": "v1",
         "partitions_assigned": 1,
         "broker_up": True,
+        "recovery": {},
     }
 
 

@@ -1,4 +1,4 @@
-"""`bstream topics create`: the four topics, idempotently, with the asked partition count."""
+"""`bstream topics create`: the five topics, idempotently, with the asked partition count."""
 
 from __future__ import annotations
 
@@ -8,15 +8,28 @@ from stream.settings import Settings
 from stream.topics import default_topics
 from tests.stream.kafka_helpers import run_cli
 
-NAMES = ["behavior.events", "behavior.predictions", "behavior.events.dlq", "behavior.control"]
+NAMES = [
+    "behavior.events",
+    "behavior.predictions",
+    "behavior.events.dlq",
+    "behavior.control",
+    "behavior.outcomes",
+    "behavior.models",
+    "behavior.predictions.shadow",
+]
+COUNTS = {**dict.fromkeys(NAMES, 4), "behavior.models": 1}
 
 
 def test_default_topics_names_and_partitions() -> None:
     specs = default_topics(Settings(partitions=6))
 
     assert [s.name for s in specs] == NAMES
-    assert {s.partitions for s in specs} == {6}
-    assert {s.partitions for s in default_topics(Settings(), partitions=2)} == {2}
+    assert {s.name: s.partitions for s in specs} == {
+        **dict.fromkeys(NAMES, 6),
+        "behavior.models": 1,
+    }
+    assert [s.name for s in specs if s.compact] == ["behavior.models"]
+    assert {s.partitions for s in default_topics(Settings(), partitions=2)} == {1, 2}
 
 
 def test_create_is_idempotent(fresh_broker: EmbeddedBroker) -> None:
@@ -31,7 +44,7 @@ def test_create_is_idempotent(fresh_broker: EmbeddedBroker) -> None:
         ["exists", name] for name in NAMES
     ]
     counts = topic_partitions(Settings(bootstrap=fresh_broker.bootstrap), NAMES)
-    assert counts == dict.fromkeys(NAMES, 4)
+    assert counts == COUNTS
 
 
 def test_partitions_option_and_existing_count_reported(fresh_broker: EmbeddedBroker) -> None:
@@ -43,7 +56,9 @@ def test_partitions_option_and_existing_count_reported(fresh_broker: EmbeddedBro
     assert created.exit_code == 0 and "partitions=2" in created.output
     assert again.exit_code == 0
     assert all(
-        "partitions=2 (asked for 8; not changed)" in line for line in again.output.splitlines()
+        "partitions=2 (asked for 8; not changed)" in line
+        for line in again.output.splitlines()
+        if "behavior.models" not in line
     )
 
 

@@ -15,6 +15,7 @@ from stream.windows import (
     entry_from_event,
     event_key,
     is_expired,
+    unchanged,
 )
 
 
@@ -47,6 +48,19 @@ def test_exact_duplicates_are_ignored_by_event_id_or_content() -> None:
 
     assert (again.added, again.duplicates) == (0, 2)
     assert again.window.entries == first.window.entries
+
+
+def test_a_replayed_batch_leaves_the_window_unchanged() -> None:
+    first = apply(None, ev(10, "a"), ev(20, "b"), ev(30, "c"), size=2)
+
+    replayed = apply(first.window, ev(20, "b"), ev(30, "c"), size=2)
+    too_old = apply(first.window, ev(10, "a"), size=2)  # trimmed again: entries unchanged
+    new = apply(first.window, ev(30, "c"), ev(40, "d"), size=2)
+
+    assert unchanged(first.window, replayed) and replayed.added == 0
+    assert unchanged(first.window, too_old) and too_old.added == 1
+    assert not unchanged(first.window, new)
+    assert not unchanged(None, first)
 
 
 def test_same_content_with_different_event_ids_is_kept() -> None:

@@ -11,18 +11,51 @@ from typing import Any
 
 import click
 
-from model.explain_cli import explain  # noqa: F401  (`bstream explain`, in its own module)
 from schemas.formats import FORMAT_NAMES
+from stream.commands import checks
+from stream.commands.common import env_default
+from stream.commands.explain import explain  # noqa: F401  (`bstream explain`, in its own module)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 FORMAT = click.Choice(FORMAT_NAMES)
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
-BUNDLE = click.option(
-    "--bundle", required=True, envvar="BSTREAM_MODEL", show_envvar=True,
-    type=click.Path(path_type=Path), help="Model bundle directory.",
-)  # fmt: skip
+POSITIVE = click.FloatRange(min=0, min_open=True)
+COUNT = click.IntRange(min=1)
+LABELS = ("purchase", "cart", "fav", "click")  # model.labels.LABEL_EVENT_TYPES, without importing
+
+
+def bundle_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`--bundle DIR`, defaulting to $BSTREAM_MODEL; checked to be a bundle before any work."""
+
+    def check(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path:
+        return checks.bundle_dir(value, "--bundle")
+
+    return click.option(
+        "--bundle", envvar="BSTREAM_MODEL", type=click.Path(path_type=Path), callback=check,
+        help=f"Model bundle directory  {env_default('model')}",
+    )(func)  # fmt: skip
+
+
+BUNDLE = bundle_option
+
+
+def renamed(old: str, new: str) -> None:
+    """A one-line pointer from an option's old name to its new one."""
+    raise click.BadParameter(
+        f"renamed: use {new} N for bootstrap resamples ({old} means HOST:PORT in Kafka commands)",
+        param_hint=old,
+    )
+
+
+def quiet_transformers() -> None:
+    """Drop transformers' "Using the default loss: ForCausalLMLoss" notice (no loss is used)."""
+    import logging
+
+    logging.getLogger("transformers.modeling_utils").addFilter(
+        lambda record: "ForCausalLMLoss" not in record.getMessage()
+    )
 
 
 @contextmanager
@@ -47,7 +80,7 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
         type=FORMAT,
         default="jsonl",
         show_default=True,
-        help="Input file format.",
+        help="Format of --data.",
     )(func)
     func = click.option(
         "--data", required=True, type=EXISTING_FILE, help="Event file (jsonl, taobao or rees46)."
@@ -67,50 +100,86 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option(
     "--max-minutes",
+    type=POSITIVE,
     default=8.0,
     show_default=True,
     help="Training budget (see --clock); keeps the best checkpoint so far.",
 )
-@click.option("--epochs", default=1.0, show_default=True, help="Passes over the training sample.")
 @click.option(
-    "--max-len", default=64, show_default=True, help="Tokens per window, including [CLS]/[SEP]."
+    "--epochs",
+    type=POSITIVE,
+    default=1.0,
+    show_default=True,
+    help="Passes over the training sample.",
 )
 @click.option(
-    "--window", default=50, show_default=True, help="Newest events considered per window."
+    "--max-len",
+    type=click.IntRange(min=8),
+    default=64,
+    show_default=True,
+    help="Tokens per window, including [CLS]/[SEP].",
+)
+@click.option(
+    "--window",
+    type=COUNT,
+    default=50,
+    show_default=True,
+    help="Newest events considered per window.",
 )
 @click.option(
     "--max-train",
+    type=COUNT,
     default=15000,
     show_default=True,
     help="Training windows per epoch (class-balanced sample).",
 )
-@click.option("--batch-size", default=16, show_default=True)
-@click.option("--lr", default=2e-4, show_default=True, help="Encoder learning rate (head: 10x).")
+@click.option(
+    "--batch-size", type=COUNT, default=16, show_default=True, help="Training batch size."
+)
+@click.option(
+    "--lr",
+    type=POSITIVE,
+    default=2e-4,
+    show_default=True,
+    help="Encoder learning rate (head: 10x).",
+)
 @click.option(
     "--layers",
-    type=int,
+    type=click.IntRange(min=0),
     default=3,
     show_default=True,
     help="Keep only the base model's first N layers (0: all); fewer layers see more data.",
 )
-@click.option("--val-size", default=3000, show_default=True, help="Val windows for early stopping.")
+@click.option(
+    "--val-size",
+    type=COUNT,
+    default=3000,
+    show_default=True,
+    help="Val windows for early stopping.",
+)
 @click.option(
     "--labels",
     default="purchase,cart",
     show_default=True,
-    help="Comma-separated heads, first is primary (purchase,cart).",
+    help=f"Comma-separated heads from {', '.join(LABELS)}; the first is the primary.",
 )
 @click.option(
     "--item-identity",
     type=click.Choice(["local", "hash", "none"]),
     default="local",
     show_default=True,
+    help="Item tokens: ids local to the window, hashed ids, or none.",
 )
 @click.option(
-    "--time-mode", type=click.Choice(["every", "change"]), default="change", show_default=True
+    "--time-mode",
+    type=click.Choice(["every", "change"]),
+    default="change",
+    show_default=True,
+    help="Time-gap tokens before every event, or only where the gap bucket changes.",
 )
 @click.option(
     "--horizon-min",
+    type=POSITIVE,
     default=30.0,
     show_default=True,
     help="Label: purchase within this many minutes.",
@@ -135,14 +204,20 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
     show_default=True,
     help="--max-minutes in wall time, or in CPU time / 2 (fair on a busy shared machine).",
 )
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option(
     "--dp-epsilon",
-    type=float,
+    type=POSITIVE,
     default=None,
-    help="Train with differential privacy at this epsilon.",
+    help="Train with differential privacy at this epsilon  [default: off]",
 )
-@click.option("--dp-delta", default=1e-5, show_default=True, help="DP delta (with --dp-epsilon).")
+@click.option(
+    "--dp-delta",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=1e-5,
+    show_default=True,
+    help="DP delta (with --dp-epsilon).",
+)
 @click.option(
     "--dp-train",
     type=click.Choice(["all", "top", "head"]),
@@ -152,13 +227,17 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
 )
 def train(data: Path, fmt: str, out: Path, base: Path | None, **opts: Any) -> None:
     """Fine-tune the pretrained BERT on behaviour windows and write a bundle."""
+    # Everything that can be wrong with the arguments is checked before data or model load.
+    labels = checks.names(opts.pop("labels"), "--labels", LABELS)
+    checks.out_dir(out, "--out")
+    checks.format_matches(data, fmt)
+
     from model.data import load_data
     from model.encoding import EncodingConfig
     from model.model import default_base_dir
     from model.train import TrainConfig, train_bundle
 
     with user_errors():
-        labels = tuple(x.strip() for x in opts.pop("labels").split(",") if x.strip())
         labelled = load_data(data, fmt, horizon_min=opts.pop("horizon_min"), labels=labels)
         click.echo(f"data: {json.dumps(labelled.stats)}")
         causal = opts.pop("arch") == "causal"
@@ -188,16 +267,34 @@ def train(data: Path, fmt: str, out: Path, base: Path | None, **opts: Any) -> No
     "--out", type=click.Path(path_type=Path), help="Report directory (default: <bundle>/eval)."
 )
 @click.option(
-    "--horizon-min", type=float, default=None, help="Label horizon (default: the bundle's)."
+    "--horizon-min",
+    type=POSITIVE,
+    default=None,
+    help="Label horizon in minutes  [default: the bundle's]",
 )
 @click.option(
-    "--max-test", type=int, default=None, help="Evaluate a random subset of the test split."
+    "--max-test",
+    type=COUNT,
+    default=None,
+    help="Evaluate a random subset of the test split  [default: all]",
 )
 @click.option(
-    "--bootstrap", "n_boot", default=1000, show_default=True, help="Bootstrap resamples for CIs."
+    "--resamples",
+    "n_boot",
+    type=COUNT,
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples for the confidence intervals.",
+)
+@click.option(
+    "--bootstrap",
+    "old_bootstrap",
+    hidden=True,
+    callback=lambda _c, _p, v: renamed("--bootstrap", "--resamples") if v is not None else None,
+    help="Renamed to --resamples.",
 )
 @click.option("--quantize", is_flag=True, help="Score the bundle with int8 dynamic quantization.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 def evaluate(
     bundle: Path,
     data: Path,
@@ -205,9 +302,15 @@ def evaluate(
     json_path: Path | None,
     out: Path | None,
     horizon_min: float | None,
+    old_bootstrap: None,
     **opts: Any,
 ) -> None:
     """Evaluate a bundle against logistic regression and LightGBM on the time-split test set."""
+    if json_path is not None:
+        checks.out_file(json_path, "--json")
+    if out is not None:
+        checks.out_dir(out, "--out")
+    checks.format_matches(data, fmt)
     from model.bundle import validate_bundle
     from model.data import load_data
     from model.evaluate import evaluate as run_eval
@@ -234,14 +337,21 @@ def evaluate(
 @click.option(
     "--checkpoint",
     type=EXISTING_FILE,
-    help="State dict to export (default: <bundle>/checkpoint.pt).",
+    help="State dict to export  [default: <bundle>/checkpoint.pt]",
 )
 @click.option(
-    "--out", type=click.Path(path_type=Path), help="Bundle directory to write (default: in place)."
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Bundle directory to write  [default: the --bundle, in place]",
 )
 def export(bundle: Path, checkpoint: Path | None, out: Path | None) -> None:
     """Re-export a bundle's checkpoint to TorchScript; refuses if parity with eager fails."""
+    checks.torch_checkpoint(checkpoint or bundle / "checkpoint.pt", "--checkpoint")
+    if out is not None:
+        checks.out_dir(out, "--out")
     from model.export import reexport
+
+    quiet_transformers()
 
     with user_errors():
         written, diff = reexport(bundle, checkpoint, out or bundle)
@@ -250,11 +360,23 @@ def export(bundle: Path, checkpoint: Path | None, out: Path | None) -> None:
 
 @click.command(name="bench-model")
 @BUNDLE
-@click.option("--batch-sizes", default="1,8,32,128", show_default=True)
-@click.option("--seconds", default=3.0, show_default=True, help="Measuring time per cell.")
-@click.option("--lengths", default=None, help="Token lengths (default: the bundle's buckets).")
 @click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True
+    "--batch-sizes",
+    default="1,8,32,128",
+    show_default=True,
+    help="Comma-separated batch sizes (each >= 1).",
+)
+@click.option(
+    "--seconds", type=POSITIVE, default=3.0, show_default=True, help="Measuring time per cell."
+)
+@click.option(
+    "--lengths", default=None, help="Comma-separated token lengths  [default: the bundle's buckets]"
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default=None,
+    help=f"Device  {env_default('device')}",
 )
 @click.option(
     "--json", "json_path", type=click.Path(path_type=Path), help="Write the figures as JSON."
@@ -262,25 +384,34 @@ def export(bundle: Path, checkpoint: Path | None, out: Path | None) -> None:
 @click.option(
     "--data", type=EXISTING_FILE, help="Measure int8's accuracy cost on this file's test split."
 )
-@click.option("--format", "fmt", type=FORMAT, default="jsonl", show_default=True)
-@click.option("--sample", default=1000, show_default=True, help="Test windows for the int8 cost.")
+@click.option(
+    "--format", "fmt", type=FORMAT, default="jsonl", show_default=True, help="Format of --data."
+)
+@click.option(
+    "--sample", type=COUNT, default=1000, show_default=True, help="Test windows for the int8 cost."
+)
 def bench_model(
     bundle: Path,
     batch_sizes: str,
     seconds: float,
     lengths: str | None,
-    device: str,
+    device: str | None,
     json_path: Path | None,
     data: Path | None,
     fmt: str,
     sample: int,
 ) -> None:
     """Model-only throughput: eager vs TorchScript vs int8 by batch size; int8's accuracy cost."""
+    sizes = checks.int_list(batch_sizes, "--batch-sizes")
+    lens = checks.int_list(lengths, "--lengths", minimum=3) if lengths else None
+    if json_path is not None:
+        checks.out_file(json_path, "--json")
+    if data is not None:
+        checks.format_matches(data, fmt)
+    device = device or os.environ.get("BSTREAM_DEVICE", "auto")
     from model.bench import run_bench
 
     with user_errors():
-        sizes = [int(x) for x in batch_sizes.split(",")]
-        lens = [int(x) for x in lengths.split(",")] if lengths else None
         real = int8_sample(bundle, data, fmt, sample) if data else None
         result = run_bench(bundle, sizes, lens, seconds, device, echo=click.echo, sample=real)
     if json_path:
@@ -312,14 +443,23 @@ def int8_sample(bundle: Path, data: Path, fmt: str, n: int) -> tuple[list[Any], 
 )  # fmt: skip
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle to write.")
 @click.option("--data", type=EXISTING_FILE, help="Also score members and ensemble on val.")
-@click.option("--format", "fmt", type=FORMAT, default="jsonl", show_default=True)
-@click.option("--max-val", type=int, default=None, help="Random val subset (default: all).")
+@click.option(
+    "--format", "fmt", type=FORMAT, default="jsonl", show_default=True, help="Format of --data."
+)
+@click.option("--max-val", type=COUNT, default=None, help="Random val subset  [default: all]")
 def ensemble(
     members: tuple[Path, ...], out: Path, data: Path | None, fmt: str, max_val: int | None
 ) -> None:
     """Combine bundles (same tokenizer and encoding) into one that averages their probabilities."""
+    for member in members:
+        checks.bundle_dir(member, "--bundles")
+    checks.out_dir(out, "--out")
+    if data is not None:
+        checks.format_matches(data, fmt)
     from model.bundle import update_metrics
     from model.ensemble import build_ensemble
+
+    quiet_transformers()
 
     with user_errors():
         written = build_ensemble(members, out)

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from schemas.formats import FORMAT_NAMES, FormatError, read_events
+from schemas.formats import FORMAT_NAMES
 
 BAR_WIDTH = 24
 METHOD_NOTE = {
@@ -80,28 +80,46 @@ def render_lines(window: Sequence[Mapping[str, Any]], weights: Mapping[int, floa
 @click.command(help="Explain one user window: the score and which events moved it.")
 @click.option(
     "--bundle",
-    required=True,
     envvar="BSTREAM_MODEL",
-    show_envvar=True,
     type=click.Path(path_type=Path),
-    help="Model bundle directory.",
+    help="Model bundle directory  [default: $BSTREAM_MODEL]",
 )
-@click.option("--events", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option(
-    "--format", "fmt", type=click.Choice(FORMAT_NAMES), default="jsonl", show_default=True
+    "--events",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Event file holding the user's events.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMAT_NAMES),
+    default="jsonl",
+    show_default=True,
+    help="Format of --events.",
 )
 @click.option("--user", default=None, help="User id to explain (needed when the file has several).")
-@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option(
-    "--method", type=click.Choice(["occlusion", "ig"]), default="occlusion", show_default=True
+    "--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Reasons to list."
+)
+@click.option(
+    "--method",
+    type=click.Choice(["occlusion", "ig"]),
+    default="occlusion",
+    show_default=True,
+    help="occlusion (drop each event) or ig (integrated gradients).",
 )
 @click.option("--label", default=None, help="Label to explain  [default: the bundle's first]")
 @click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Device (cpu: one window needs no GPU).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the reasons as JSON only.")
 def explain(
-    bundle: Path,
+    bundle: Path | None,
     events: Path,
     fmt: str,
     user: str | None,
@@ -111,9 +129,13 @@ def explain(
     device: str,
     as_json: bool,
 ) -> None:
-    # Lazy: torch loads when the command runs, not for `bstream explain --help`.
+    from stream.commands import checks
+
+    bundle = checks.bundle_dir(bundle, "--bundle")
+    checks.format_matches(events, fmt, "--format")
     from model.explain import Explainer, top_reasons
     from model.runtime import BundleError, Runtime
+    from schemas.formats import FormatError, read_events
 
     try:
         runtime = Runtime.load(bundle, device=device)

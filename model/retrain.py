@@ -1,0 +1,146 @@
+"""Continual re-fine-tuning: warm-start from the champion, fine-tune on new behaviour, decide.
+
+The data are events (from the events topic between two times, or a file), labelled by the same
+rule as training (`model.data.label_events`, the time split of `model/labels.py`): the oldest 70%
+of event times train the candidate, the next 10% are its validation (early stopping, calibration),
+and the newest 20% is a held-out slice that neither the candidate nor the champion trained on.
+Both score the same test windows; a paired bootstrap over those windows gives a CI for the
+PR-AUC difference. The candidate is announced as champion when the CI's lower end clears the
+margin, as challenger when the point difference clears it, and otherwise only reported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CHAMPION, CHALLENGER, REPORT = "champion", "challenger", "report"
+
+
+@dataclass
+class RetrainResult:
+    """The candidate bundle, the figures and the decision."""
+
+    candidate: Path
+    decision: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def paired_bootstrap(
+    y: np.ndarray, a: np.ndarray, b: np.ndarray, metric: Any, n: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """metric(y, a) - metric(y, b) and its 95% CI, resampling the same rows for both."""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        if 0 < y[idx].sum() < len(idx):
+            diffs.append(metric(y[idx], a[idx]) - metric(y[idx], b[idx]))
+    if not diffs:
+        raise ValueError("the held-out slice needs both positives and negatives")
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return float(metric(y, a) - metric(y, b)), float(lo), float(hi)
+
+
+def decide(diff_lo: float, diff: float, margin: float) -> str:
+    """champion: the CI's lower end clears the margin; challenger: the point does; else report.
+
+    >>> decide(0.02, 0.05, 0.01), decide(-0.01, 0.02, 0.01), decide(-0.05, 0.0, 0.01)
+    ('champion', 'challenger', 'report')
+    """
+    if diff_lo > margin:
+        return CHAMPION
+    if diff > margin:
+        return CHALLENGER
+    return REPORT
+
+
+def retrain(
+    events: Iterable[Mapping[str, Any]],
+    champion_dir: Path,
+    out_dir: Path,
+    budget_minutes: float = 5.0,
+    margin: float = 0.01,
+    horizon_min: float | None = None,
+    seed: int = 0,
+    max_train: int = 15000,
+) -> RetrainResult:
+    """Fine-tune a copy of the champion on `events`; evaluate both on the newest slice."""
+    import torch
+
+    from model.bundle import MODEL_FILE, TOKENIZER_DIR, validate_bundle
+    from model.data import label_events
+    from model.encoding import Encoder, EncodingConfig
+    from model.export import export_bundle
+    from model.metrics import pr_auc, roc_auc
+    from model.runtime import eager_from_script, load_tokenizer
+    from model.train import TrainConfig, score, train_model
+
+    started = time.monotonic()
+    meta = validate_bundle(champion_dir)
+    encoding = EncodingConfig.from_dict(meta.encoding)
+    horizon = horizon_min if horizon_min is not None else _champion_horizon(meta)
+    data = label_events(list(events), horizon, tuple(meta.labels))
+    test = data.split("test")
+    if not test or not any(e.labels[0] for e in test):
+        raise ValueError("the newest slice has no positive outcome: nothing to evaluate on")
+    script = torch.jit.load(str(champion_dir / MODEL_FILE), map_location="cpu")
+    champion = eager_from_script(script, meta).eval()
+    candidate = eager_from_script(script, meta)  # warm start: the champion's weights
+    tokenizer = load_tokenizer(champion_dir / TOKENIZER_DIR)
+    encoder = Encoder(tokenizer, encoding)
+    cfg = TrainConfig(
+        max_minutes=budget_minutes,
+        seed=seed,
+        max_train=max_train,
+        val_size=min(3000, max(100, max_train // 5)),
+        eval_every=50,
+        patience=3,
+        clock="wall",
+    )
+    result = train_model(candidate, encoder, data, encoding.window, cfg)
+    encoded = [encoder.encode(data.window(e, encoding.window)) for e in test]
+    y = np.array([e.labels[0] for e in test])
+    cand = score(result.model, encoder, encoded)[:, 0]
+    champ = score(champion, encoder, encoded)[:, 0]
+    diff, lo, hi = paired_bootstrap(y, cand, champ, pr_auc, seed=seed)
+    decision = decide(lo, diff, margin)
+    figures = {
+        "champion": meta.version,
+        "test_windows": len(y),
+        "test_positives": int(y.sum()),
+        "pr_auc_candidate": round(pr_auc(y, cand), 4),
+        "pr_auc_champion": round(pr_auc(y, champ), 4),
+        "auc_candidate": round(roc_auc(y, cand), 4),
+        "auc_champion": round(roc_auc(y, champ), 4),
+        "pr_auc_diff": round(diff, 4),
+        "pr_auc_diff_ci95": [round(lo, 4), round(hi, 4)],
+        "margin": margin,
+        "n_train": result.n_train,
+        "n_val": result.n_val,
+        "train_stopped": result.stopped,
+        "seconds": round(time.monotonic() - started, 1),
+        "cuts_ms": [data.cuts.t1, data.cuts.t2],
+    }
+    bundle = export_bundle(
+        result.model,
+        tokenizer,
+        encoding,
+        out_dir,
+        base_model=meta.base_model,
+        data_fingerprint={**data.fingerprint, "warm_start": meta.version},
+        metrics={"retrain": figures, "best": result.best},
+        save_checkpoint=False,
+    )
+    return RetrainResult(bundle, decision, figures)
+
+
+def _champion_horizon(meta: Any) -> float:
+    fingerprint = meta.data_fingerprint or {}
+    value = fingerprint.get("horizon_min")
+    return float(value) if isinstance(value, int | float) else 30.0

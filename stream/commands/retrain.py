@@ -1,0 +1,129 @@
+"""`bstream retrain`: re-fine-tune the champion on recent behaviour; promote only a winner."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from schemas.formats import FORMAT_NAMES
+from stream.commands.common import bootstrap_option, load_settings
+from stream.kafka import KafkaUnavailable
+
+
+@click.command(help="Fine-tune the champion on recent events; announce the candidate if it wins.")
+@bootstrap_option
+@click.option(
+    "--events-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read events from this file instead of the events topic.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(FORMAT_NAMES), default="jsonl", show_default=True
+)
+@click.option("--since-ms", type=int, help="Oldest event time to use (ms since the epoch).")
+@click.option("--until-ms", type=int, help="Event times before this (ms since the epoch).")
+@click.option(
+    "--last-hours",
+    type=click.FloatRange(min=0.01),
+    help="Only events of the last H hours (event time; for schedules).",
+)
+@click.option(
+    "--champion",
+    "champion_dir",
+    type=click.Path(path_type=Path),
+    help="Champion bundle  [default: the registry's champion, else $BSTREAM_MODEL]",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Candidate bundle directory  [OUT_ROOT/<UTC time>]",
+)
+@click.option(
+    "--out-root",
+    type=click.Path(path_type=Path),
+    default=Path(".bstream/retrain"),
+    show_default=True,
+    help="Without --out: the candidate goes to OUT_ROOT/<UTC time> (never over a bundle).",
+)
+@click.option("--budget-min", type=click.FloatRange(min=0.05), default=5.0, show_default=True)
+@click.option(
+    "--margin",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="PR-AUC gain needed: challenger on the point, champion on the 95% CI's lower end.",
+)
+@click.option("--horizon-min", type=click.FloatRange(min=0.1), help="[the champion's horizon]")
+@click.option("--max-train", type=click.IntRange(min=10), default=15000, show_default=True)
+@click.option(
+    "--announce/--report-only",
+    default=True,
+    show_default=True,
+    help="Announce a winning candidate, or only report the decision.",
+)
+def retrain(
+    bootstrap: str | None,
+    events_file: Path | None,
+    fmt: str,
+    since_ms: int | None,
+    until_ms: int | None,
+    last_hours: float | None,
+    champion_dir: Path | None,
+    out: Path | None,
+    out_root: Path,
+    budget_min: float,
+    margin: float,
+    horizon_min: float | None,
+    max_train: int,
+    announce: bool,
+) -> None:
+    from model.bundle import BundleError
+    from model.retrain import REPORT
+    from model.retrain import retrain as run_retrain
+    from schemas.formats import FormatError, read_events
+    from stream import lifecycle
+    from stream.registry import read_state
+
+    settings = load_settings(bootstrap=bootstrap)
+    if last_hours is not None:
+        since_ms = int(time.time() * 1000 - last_hours * 3_600_000)
+    try:
+        state = read_state(settings)
+        if champion_dir is None:
+            if state.champion is not None:
+                champion_dir = state.champion.path
+            elif settings.model is not None:
+                champion_dir = settings.model
+            else:
+                raise click.ClickException("no champion: promote one or pass --champion")
+        if events_file is not None:
+            events = [
+                e
+                for e in read_events(events_file, fmt)
+                if (since_ms is None or e["ts"] >= since_ms)
+                and (until_ms is None or e["ts"] < until_ms)
+            ]
+        else:
+            events = lifecycle.read_events_topic(settings, since_ms, until_ms)
+        if not events:
+            raise click.ClickException("no events to retrain on")
+        out = out or out_root / time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        result = run_retrain(
+            events, champion_dir, out, budget_min, margin, horizon_min, max_train=max_train
+        )
+        decision = result.decision if announce else REPORT
+        version = json.loads((result.candidate / "bundle.json").read_text())["version"]
+        figures = {
+            **result.figures,
+            "suggested": result.decision,
+            "candidate": str(result.candidate),
+        }
+        if decision != REPORT:
+            lifecycle.promote(str(result.candidate), settings, decision, state=state)
+        lifecycle.record_decision(settings, f"retrain:{decision}", version, figures)
+    except (BundleError, FormatError, ValueError, KafkaUnavailable) as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
+    click.echo(json.dumps({"decision": decision, "version": version, **figures}))

@@ -1,0 +1,172 @@
+"""Inference threads chosen between batches from what the worker is doing (docs/DESIGN.md).
+
+The worker infers on one thread of its own while the event loop decodes the next batch. Before
+each model call the policy reads how busy the event loop was since the previous call (CPU time of
+the loop's thread / wall time, smoothed); torch may use the cores left over (the cap), and below
+the cap the count with the lowest measured seconds per row wins (ThreadChooser):
+
+>>> choose_threads(cores=2, loop_busy=0.10)  # model-bound: the loop mostly waits on the model
+2
+>>> choose_threads(cores=2, loop_busy=0.60)  # intake-bound: keep a core for the event loop
+1
+>>> choose_threads(cores=8, loop_busy=1.0), choose_threads(cores=1, loop_busy=0.9)
+(7, 1)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+log = logging.getLogger("bstream.threads")
+
+# A loop busier than this share of a core gets a core of its own: two intra-op threads on 2 cores
+# beat one only while the loop steals less than ~0.45 of a core (1.85x speedup measured), and the
+# loop itself slows when it shares its core with a spinning OpenMP thread; 0.35 leaves a margin.
+LOOP_SHARE_MAX = 0.35
+SMOOTHING = 0.5  # weight of the newest interval in the moving loop-busy estimate
+COST_SMOOTHING = 0.3  # weight of the newest call in a thread count's seconds-per-row estimate
+EXPLORE_EVERY = 50  # re-check the runner-up count once in this many calls (<1% of batches)
+MIN_ROWS = 8  # calls smaller than this do not update the cost estimates
+
+
+def choose_threads(cores: int, loop_busy: float, share_max: float = LOOP_SHARE_MAX) -> int:
+    """Intra-op threads for the next model call: cores minus the cores the loop needs (>= 1)."""
+    return max(1, min(cores, int(cores + share_max - loop_busy)))
+
+
+def thread_cpu_clock(thread: threading.Thread) -> Callable[[], float] | None:
+    """A function giving `thread`'s CPU seconds, or None where the OS cannot tell (not Linux)."""
+    ident = thread.ident
+    if ident is None or not hasattr(time, "pthread_getcpuclockid"):
+        return None
+    try:
+        clock = time.pthread_getcpuclockid(ident)
+        time.clock_gettime(clock)
+    except (OSError, AttributeError):
+        return None
+    return lambda: time.clock_gettime(clock)
+
+
+class LoopMeter:
+    """The event loop thread's CPU share of wall time since the previous reading, smoothed."""
+
+    def __init__(
+        self,
+        cpu_clock: Callable[[], float] | None,
+        wall_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cpu_clock, self.wall_clock = cpu_clock, wall_clock
+        self.busy = 0.0
+        self._last: tuple[float, float] | None = None
+
+    def read(self) -> float:
+        """Update the estimate with the interval since the last read and return it."""
+        if self.cpu_clock is None:
+            return self.busy
+        now = (self.cpu_clock(), self.wall_clock())
+        if self._last is not None:
+            cpu, wall = now[0] - self._last[0], now[1] - self._last[1]
+            if wall > 0:
+                self.busy += SMOOTHING * (min(1.0, cpu / wall) - self.busy)
+        self._last = now
+        return self.busy
+
+
+class ThreadChooser:
+    """Picks 1..cap threads per call: the lowest measured seconds per row, rechecked now and then.
+
+    The loop-share rule gives the cap; measured cost decides below it, because on a host shared
+    with other work two intra-op threads can be many times slower than one (a descheduled thread
+    holds up every parallel region), which no reading of our own loop shows.
+
+    >>> chooser = ThreadChooser(explore_every=3)
+    >>> chooser.pick(2)  # each count is tried once, the cap first
+    2
+    >>> chooser.record(2, rows=256, seconds=0.5)
+    >>> chooser.pick(2)
+    1
+    >>> chooser.record(1, rows=256, seconds=1.0)
+    >>> [chooser.pick(2) for _ in range(4)]  # the cheapest
+    [2, 2, 2, 2]
+    >>> chooser.record(2, rows=256, seconds=9.0)  # other work arrives: 2 threads now stall
+    >>> [chooser.pick(2) for _ in range(4)]  # 1 wins; 2 is looked at again every third call
+    [1, 1, 2, 1]
+    """
+
+    def __init__(self, explore_every: int = EXPLORE_EVERY) -> None:
+        self.explore_every = explore_every
+        self.cost: dict[int, float] = {}  # threads -> smoothed seconds per row
+        self.calls = 0
+
+    def pick(self, cap: int) -> int:
+        """The thread count for the next call, at most `cap`."""
+        self.calls += 1
+        untried = [n for n in range(cap, 0, -1) if n not in self.cost]
+        if untried:
+            return untried[0]
+        ranked = sorted(range(1, cap + 1), key=lambda n: self.cost[n])
+        more = [n for n in ranked[1:] if n > ranked[0]]
+        if more and self.calls % self.explore_every == 0:
+            # The best count's own calls keep its cost fresh; a count with more threads that lost
+            # under load has only a stale cost, so it is looked at again once the load may be gone.
+            return more[0]
+        return ranked[0]
+
+    def record(self, threads: int, rows: int, seconds: float) -> None:
+        """Fold one call's cost into the estimate for its thread count."""
+        if rows < MIN_ROWS or seconds <= 0:
+            return  # tiny calls cost mostly fixed overhead: they say little about threads
+        per_row = seconds / rows
+        old = self.cost.get(threads)
+        self.cost[threads] = per_row if old is None else old + COST_SMOOTHING * (per_row - old)
+
+
+class AdaptiveThreads:
+    """Wraps the runtime; each `predict` (on the inference thread) first sets torch's threads.
+
+    `fixed` pins the count (BSTREAM_TORCH_THREADS); `on_change` sees every new count (a gauge).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        cores: int | None = None,
+        fixed: int | None = None,
+        meter: LoopMeter | None = None,
+        on_change: Callable[[int], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.cores = max(1, cores or os.cpu_count() or 1)
+        self.fixed = fixed
+        self.meter = meter or LoopMeter(thread_cpu_clock(threading.main_thread()))
+        self.chooser = ThreadChooser()
+        self.on_change = on_change
+        self.threads = 0  # torch's count on the inference thread, once set
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)  # version, labels, device, ... of the real runtime
+
+    def next_threads(self) -> int:
+        """The count for the next call: fixed, or measured-best below the loop-share cap."""
+        busy = self.meter.read()
+        return self.fixed or self.chooser.pick(choose_threads(self.cores, busy))
+
+    def predict(self, windows: Sequence[Sequence[Any]]) -> list[dict[str, float]]:
+        wanted = self.next_threads()
+        if wanted != self.threads:
+            import torch
+
+            torch.set_num_threads(wanted)  # per OS thread: must run on the inference thread
+            self.threads = wanted
+            log.debug("inference threads -> %d (event loop busy %.2f)", wanted, self.meter.busy)
+            if self.on_change is not None:
+                self.on_change(wanted)
+        started = time.perf_counter()
+        scores = self.model.predict(windows)
+        self.chooser.record(wanted, len(windows), time.perf_counter() - started)
+        return scores  # type: ignore[no-any-return]

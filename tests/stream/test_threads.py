@@ -1,0 +1,97 @@
+"""The inference-thread policy (stream.threads): the rule, the loop meter, the wrapper."""
+
+from __future__ import annotations
+
+import doctest
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from stream.threads import (
+    AdaptiveThreads,
+    LoopMeter,
+    ThreadChooser,
+    choose_threads,
+    thread_cpu_clock,
+)
+
+
+@pytest.mark.parametrize(
+    ("cores", "busy", "threads"),
+    [(2, 0.0, 2), (2, 0.35, 2), (2, 0.5, 1), (2, 1.0, 1), (1, 0.0, 1), (4, 0.2, 4), (4, 1.0, 3)],
+)
+def test_threads_are_the_cores_the_loop_leaves_free(cores: int, busy: float, threads: int) -> None:
+    assert choose_threads(cores, busy) == threads
+
+
+def test_meter_reads_the_loop_share_of_wall_time_smoothed() -> None:
+    cpu, wall = [0.0], [0.0]
+    meter = LoopMeter(lambda: cpu[0], lambda: wall[0])
+    assert meter.read() == 0.0  # the first reading only sets the origin
+    cpu[0], wall[0] = 1.0, 1.0  # fully busy for a second
+    assert meter.read() == 0.5
+    cpu[0], wall[0] = 1.0, 2.0  # idle for a second
+    assert meter.read() == 0.25
+
+
+def test_meter_without_a_thread_clock_keeps_its_estimate() -> None:
+    assert LoopMeter(None).read() == 0.0
+
+
+def test_the_main_threads_cpu_clock_advances_while_it_works() -> None:
+    clock = thread_cpu_clock(threading.main_thread())
+    assert clock is not None
+    before = clock()
+    sum(i * i for i in range(300_000))
+    assert clock() > before
+
+
+def test_wrapper_sets_torch_threads_on_the_calling_thread(tiny_bundle: Path) -> None:
+    from model.runtime import Runtime
+
+    runtime = Runtime.load(tiny_bundle, device="cpu")
+    busy = [0.9]
+    meter = LoopMeter(None)
+    seen: list[int] = []
+    model = AdaptiveThreads(runtime, cores=2, meter=meter, on_change=seen.append)
+    window = [{"event_type": "cart", "ts": 1_700_000_000_000, "item_id": "7"}]
+    found: list[int] = []
+
+    def call() -> None:
+        meter.busy = busy[0]
+        model.predict([window])
+        found.append(torch.get_num_threads())
+
+    for load in (0.9, 0.1, 0.1):
+        busy[0] = load
+        worker = threading.Thread(target=call)
+        worker.start()
+        worker.join()
+    assert model.version == runtime.version  # the rest of the runtime shows through
+    assert seen == [1, 2]  # set on change only
+    assert found[:2] == [1, 2]
+
+
+def test_a_fixed_count_wins(tiny_bundle: Path) -> None:
+    from model.runtime import Runtime
+
+    model = AdaptiveThreads(Runtime.load(tiny_bundle, device="cpu"), cores=8, fixed=1)
+    assert model.next_threads() == 1
+
+
+def test_below_the_cap_the_measured_cheaper_count_wins() -> None:
+    chooser = ThreadChooser(explore_every=1000)
+    chooser.record(2, rows=256, seconds=2.0)  # a host busy with other work: 2 threads stall
+    chooser.record(1, rows=256, seconds=0.5)
+    assert [chooser.pick(2) for _ in range(5)] == [1] * 5
+    chooser.record(2, rows=4, seconds=0.001)  # too small a call to say anything
+    assert chooser.pick(2) == 1
+    assert chooser.pick(1) == 1  # never above the cap
+
+
+def test_module_examples_hold() -> None:
+    import stream.threads
+
+    assert doctest.testmod(stream.threads).failed == 0
