@@ -67,11 +67,11 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option(
     "--max-minutes",
-    default=8.0,
+    default=28.0,
     show_default=True,
-    help="Training budget (see --clock); keeps the best checkpoint so far.",
+    help="Budget for the whole command (see --clock); keeps the best checkpoint so far.",
 )
-@click.option("--epochs", default=1.0, show_default=True, help="Passes over the training sample.")
+@click.option("--epochs", default=3.0, show_default=True, help="Passes over the training sample.")
 @click.option(
     "--max-len", default=64, show_default=True, help="Tokens per window, including [CLS]/[SEP]."
 )
@@ -79,10 +79,21 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
     "--window", default=50, show_default=True, help="Newest events considered per window."
 )
 @click.option(
-    "--max-train",
-    default=15000,
+    "--max-train", type=int, default=None, help="Training windows per epoch (default: all)."
+)
+@click.option(
+    "--balance",
+    type=click.Choice(["natural", "balanced"]),
+    default="natural",
     show_default=True,
-    help="Training windows per epoch (class-balanced sample).",
+    help="Train at the natural positive rate, or on a class-balanced sample.",
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(["auto", "features", "features+ngrams", "none"]),
+    default="auto",
+    show_default=True,
+    help="Late fusion: the head also sees window aggregates (and n-grams if val prefers them).",
 )
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--lr", default=2e-4, show_default=True, help="Encoder learning rate (head: 10x).")
@@ -197,6 +208,11 @@ def train(data: Path, fmt: str, out: Path, base: Path | None, **opts: Any) -> No
     "--bootstrap", "n_boot", default=1000, show_default=True, help="Bootstrap resamples for CIs."
 )
 @click.option("--quantize", is_flag=True, help="Score the bundle with int8 dynamic quantization.")
+@click.option(
+    "--refit-baselines",
+    is_flag=True,
+    help="Fit the baselines on this file's train/val split (default: the bundle's stored ones).",
+)
 @click.option("--seed", default=0, show_default=True)
 def evaluate(
     bundle: Path,
@@ -207,7 +223,7 @@ def evaluate(
     horizon_min: float | None,
     **opts: Any,
 ) -> None:
-    """Evaluate a bundle against logistic regression and LightGBM on the time-split test set."""
+    """Evaluate a bundle against its stored baselines (LR, LightGBM, n-gram LR) on test."""
     from model.bundle import validate_bundle
     from model.data import load_data
     from model.evaluate import evaluate as run_eval

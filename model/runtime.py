@@ -21,7 +21,8 @@ from torch import nn
 
 from model.bundle import MODEL_FILE, TOKENIZER_DIR, BundleError, BundleMeta, validate_bundle
 from model.encoding import Encoded, Encoder, EncodingConfig, bucket_for
-from model.export import synthetic_batch, trace
+from model.export import synthetic_batch, trace, with_extra
+from model.fusion import FusionConfig, extra_inputs, synthetic_extra, with_fusion
 from model.model import BehaviorBert, ModelConfig
 
 __all__ = ["BundleError", "Runtime"]
@@ -45,6 +46,12 @@ def load_tokenizer(path: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path))
+
+
+def fusion_of(meta: BundleMeta) -> FusionConfig | None:
+    """The bundle's late-fusion inputs (None: a plain or pre-fusion bundle, or an ensemble)."""
+    fusion = meta.model.get("fusion")
+    return FusionConfig.from_dict(fusion) if fusion else None
 
 
 def eager_from_script(script: torch.jit.ScriptModule, meta: BundleMeta) -> BehaviorBert:
@@ -79,6 +86,7 @@ class Runtime:
         self.device: str = device
         self.dtype = dtype
         self.buckets = encoder.cfg.length_buckets()
+        self.fusion = fusion_of(meta)
         self._lock = threading.Lock()
 
     @classmethod
@@ -120,8 +128,9 @@ class Runtime:
     ) -> nn.Module:
         # Re-trace on the GPU in half precision so no fp32 constant from the CPU trace leaks in.
         eager = eager_probabilities(script, meta).to(device="cuda", dtype=dtype)
-        ids, mask = synthetic_batch(int(meta.model["bert"]["vocab_size"]), 2, 16, seed=0)
-        return trace(eager, (ids.cuda(), mask.cuda()))
+        batch = synthetic_batch(int(meta.model["bert"]["vocab_size"]), 2, 16, seed=0)
+        batch = with_extra(batch, fusion_of(meta), seed=0)
+        return trace(eager, tuple(x.cuda() for x in batch))
 
     @staticmethod
     def _int8_module(script: torch.jit.ScriptModule, meta: BundleMeta) -> nn.Module:
@@ -131,7 +140,12 @@ class Runtime:
             return torch.ao.quantization.quantize_dynamic(eager, {nn.Linear}, dtype=torch.qint8)
 
     def encode(self, windows: Sequence[Sequence[Mapping[str, Any]]]) -> list[Encoded]:
-        return [self.encoder.encode(window) for window in windows]
+        """Token ids per window; fused bundles also get the window's features and n-grams."""
+        encoded = [self.encoder.encode(window) for window in windows]
+        if self.fusion is None:
+            return encoded
+        cfg = self.encoder.cfg
+        return [with_fusion(w, e, cfg, self.fusion) for w, e in zip(windows, encoded, strict=True)]
 
     def predict(self, windows: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, float]]:
         """One {label: probability} per window (events newest last)."""
@@ -147,16 +161,21 @@ class Runtime:
         for length, rows in sorted(groups.items()):
             for start in range(0, len(rows), MAX_CHUNK):
                 chunk = rows[start : start + MAX_CHUNK]
-                ids, mask = self.encoder.pad([encoded[i] for i in chunk], length)
-                for i, row in zip(chunk, self._run(ids, mask), strict=True):
+                rows_enc = [encoded[i] for i in chunk]
+                ids, mask = self.encoder.pad(rows_enc, length)
+                extra = extra_inputs(rows_enc, self.fusion) if self.fusion else []
+                for i, row in zip(chunk, self._run(ids, mask, extra), strict=True):
                     out[i] = row
         return out
 
-    def _run(self, ids: list[list[int]], mask: list[list[int]]) -> list[list[float]]:
+    def _run(
+        self, ids: list[list[int]], mask: list[list[int]], extra: Sequence[Any] = ()
+    ) -> list[list[float]]:
         input_ids = torch.tensor(ids, dtype=torch.long, device=self.device)
         attention_mask = torch.tensor(mask, dtype=torch.long, device=self.device)
+        more = [torch.as_tensor(x, device=self.device) for x in extra]
         with self._lock, torch.inference_mode():
-            probs = self.module(input_ids, attention_mask)
+            probs = self.module(input_ids, attention_mask, *more)
         return probs.float().cpu().tolist()  # type: ignore[no-any-return]
 
     def warm_up(self, rounds: int = 2) -> None:
@@ -165,8 +184,9 @@ class Runtime:
             ids, mask = synthetic_batch(
                 int(self.meta.model["bert"]["vocab_size"]), 2, length, seed=length
             )
+            extra = synthetic_extra(self.fusion, 2, seed=length) if self.fusion else []
             for _ in range(rounds):
-                probs = self._run(ids.tolist(), mask.tolist())
+                probs = self._run(ids.tolist(), mask.tolist(), extra)
             if len(probs[0]) != len(self.labels):
                 raise BundleError(
                     f"corrupt bundle: the model gives {len(probs[0])} scores per window but "
