@@ -327,8 +327,11 @@ def train_model(
     bar = progress(total)
     last_loss = float("nan")
 
+    val_cost = [0.0]  # seconds of the last validation: restore and calibration cost ~2 more
+
     def validate() -> None:
         nonlocal best_pr, bad_evals
+        started = loop_budget.wall()
         val_logit = score(model, encoder, val, fusion)[:, 0]
         pr, auc = pr_auc(val_y, val_logit), roc_auc(val_y, val_logit)
         elapsed = loop_budget.wall()
@@ -349,6 +352,12 @@ def train_model(
             bad_evals += 1
         if bad_evals >= cfg.patience:
             result.stopped = f"early stop at step {step}"
+        val_cost[0] = loop_budget.wall() - started
+
+    def out_of_time() -> bool:
+        """Over budget, counting one more validation plus restore and calibration (a busy
+        machine makes each take minutes)."""
+        return loop_budget.used() + 3 * val_cost[0] > loop_budget.seconds
 
     if fusion is not None:
         validate()  # step 0: the warm-started linear parts alone are a candidate too
@@ -372,10 +381,10 @@ def train_model(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{last_loss:.3f}", best_pr=f"{best_pr:.3f}")
-            last = step >= total or loop_budget.over()
+            last = step >= total or out_of_time()
             if step % cfg.eval_every == 0 or last:
                 validate()
-            if loop_budget.over() and not result.stopped.startswith("early"):
+            if out_of_time() and not result.stopped.startswith("early"):
                 result.stopped = f"time budget ({cfg.max_minutes} min) at step {step}"
             if step >= total or result.stopped.startswith(("time", "early")):
                 break
