@@ -14,6 +14,7 @@ from torch import nn
 
 from model.bundle import validate_bundle
 from model.export import synthetic_batch
+from model.fusion import FusionConfig, synthetic_extra
 from model.metrics import roc_auc
 from model.runtime import Runtime, eager_probabilities
 from model.tiny import synthetic_windows
@@ -26,20 +27,29 @@ ANCHOR = {
 
 
 def throughput(
-    module: nn.Module, batch: int, length: int, seconds: float, vocab: int, device: str
+    module: nn.Module,
+    batch: int,
+    length: int,
+    seconds: float,
+    vocab: int,
+    device: str,
+    fusion: FusionConfig | None = None,
 ) -> float:
-    """Sequences per second over full-length rows, after a warm-up call."""
+    """Sequences per second over full-length rows, after a warm-up call (fused inputs too)."""
     ids, _ = synthetic_batch(vocab, batch, length, seed=batch + length)
     ids = ids.to(device)
-    mask = torch.ones_like(ids)
+    inputs: tuple[torch.Tensor, ...] = (ids, torch.ones_like(ids))
+    if fusion is not None:
+        extra = synthetic_extra(fusion, batch, seed=batch)
+        inputs = (*inputs, *(torch.from_numpy(x).to(device) for x in extra))
     calls = 0
     with torch.inference_mode():
-        module(ids, mask)
-        module(ids, mask)
+        module(*inputs)
+        module(*inputs)
         sync(device)
         start = time.perf_counter()
         while calls < 2 or time.perf_counter() - start < seconds:
-            module(ids, mask)
+            module(*inputs)
             calls += 1
         sync(device)
     return batch * calls / (time.perf_counter() - start)
@@ -127,7 +137,10 @@ def run_bench(
     rows: list[dict[str, Any]] = []
     for name, module in modules.items():
         for length in lengths:
-            cells = [throughput(module, b, length, seconds, vocab, device) for b in batch_sizes]
+            cells = [
+                throughput(module, b, length, seconds, vocab, device, first.fusion)
+                for b in batch_sizes
+            ]
             rows += [
                 {"variant": name, "length": length, "batch": b, "per_s": v}
                 for b, v in zip(batch_sizes, cells, strict=True)

@@ -51,6 +51,8 @@ class BundleMeta:
     dp_epsilon: float | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    label_horizon_min: float | None = None  # the label: event within this many minutes
+    extensions: dict[str, Any] = field(default_factory=dict)  # optional add-ons, by name
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -146,3 +148,10 @@ def update_metrics(bundle_dir: Path, metrics: dict[str, Any]) -> None:
     existing = json.loads(path.read_text()) if path.is_file() else {}
     existing.update(metrics)
     path.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
+
+
+def add_file(bundle_dir: Path, name: str) -> None:
+    """Record an extra file (e.g. the stored baselines) with its sha256 in bundle.json."""
+    meta = read_meta(bundle_dir)
+    meta.files[name] = sha256_file(bundle_dir / name)
+    write_meta(bundle_dir, meta)

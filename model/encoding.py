@@ -210,6 +210,8 @@ class Encoded:
     input_ids: list[int]
     event_index: list[int]
     n_events: int  # events kept after truncation
+    features: tuple[float, ...] | None = None  # fused models: normalised aggregates (fusion.py)
+    ngrams: tuple[int, ...] | None = None  # fused models: hashed n-gram ids of the same text
 
 
 def encode_window(

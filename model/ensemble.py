@@ -99,6 +99,8 @@ def check_members(paths: Sequence[Path]) -> list[BundleMeta]:
         why = ""
         if "members" in meta.model:
             why = "it is itself an ensemble (list its members instead)"
+        elif meta.model.get("fusion"):
+            why = "it is a fused model (late-fusion inputs are not ensembled yet)"
         elif meta.encoding != ref.encoding:
             why = f"its encoding differs ({first_difference(meta.encoding, ref.encoding)})"
         elif (toks := tokenizer_hashes(path)) != ref_tok:

@@ -1,4 +1,9 @@
-"""`bstream eval`: the bundle vs logistic regression vs LightGBM on the same time-split test set."""
+"""`bstream eval`: the bundle vs its baselines on the same time-split test set.
+
+By default the baselines are the ones stored in the bundle (fitted by `bstream train` on the
+bundle's own train/val split), so evaluating a bundle on new users compares like with like.
+`refit_baselines=True` fits them on the evaluated file's train/val split instead.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +16,26 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from model.baselines import fit_lightgbm, fit_logreg
+from model.baselines import (
+    BASELINE_INPUTS,
+    Baseline,
+    fit_lightgbm,
+    fit_logreg,
+    fit_sparse_logreg,
+    load_baselines,
+    ngram_matrix,
+    wide_matrix,
+)
 from model.data import LabelledData
 from model.dp import privacy_line
 from model.features import FEATURE_NAMES, window_features
+from model.fusion import NGRAM_BUCKETS, model_words, ngram_ids, normalise
 from model.labels import Example
-from model.metrics import best_f1_threshold, report
+from model.metrics import best_f1_threshold, paired_bootstrap, pr_auc, report
 from model.plots import plot_calibration, plot_pr, plot_roc
 from model.runtime import Runtime
 
 BASELINE_WINDOW = 50  # events; the README's reference baselines used the last 50
-
-
-def features(data: LabelledData, examples: Sequence[Example]) -> tuple[np.ndarray, np.ndarray]:
-    x = np.array([window_features(data.window(e, BASELINE_WINDOW)) for e in examples])
-    y = np.array([e.labels[0] for e in examples])
-    return x.reshape(len(examples), len(FEATURE_NAMES)), y
 
 
 def bundle_scores(
@@ -42,10 +51,66 @@ def bundle_scores(
     return np.array(out)
 
 
+def features(data: LabelledData, examples: Sequence[Example]) -> tuple[np.ndarray, np.ndarray]:
+    """Window aggregates and primary labels of the examples (the aggregate baselines' input)."""
+    x = np.array([window_features(data.window(e, BASELINE_WINDOW)) for e in examples])
+    y = np.array([e.labels[0] for e in examples])
+    return x.reshape(len(examples), len(FEATURE_NAMES)), y
+
+
 def subsample(examples: list[Example], limit: int | None, seed: int) -> list[Example]:
     if limit is None or len(examples) <= limit:
         return examples
     return sorted(random.Random(seed).sample(examples, limit), key=lambda e: (e.ts, e.user))
+
+
+def baseline_inputs(
+    data: LabelledData, examples: Sequence[Example], runtime: Runtime, buckets: int
+) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    """Aggregates and the n-gram ids of the exact text the bundle's model reads, per example."""
+    window = int(runtime.meta.encoding.get("window", BASELINE_WINDOW))
+    raw, grams = [], []
+    for example in examples:
+        win = data.window(example, max(window, BASELINE_WINDOW))
+        raw.append(window_features(win[-BASELINE_WINDOW:]))
+        enc = runtime.encoder.encode(win[-window:])
+        grams.append(
+            tuple(ngram_ids(model_words(win[-window:], runtime.encoder.cfg, enc), buckets))
+        )
+    return np.array(raw).reshape(len(examples), len(FEATURE_NAMES)), grams
+
+
+def design(
+    baseline: Baseline, raw: np.ndarray, grams: list[tuple[int, ...]], buckets: int, rt: Runtime
+) -> object:
+    """The input matrix a baseline was fitted on."""
+    kind = BASELINE_INPUTS.get(baseline.name, "aggregates")
+    if kind == "aggregates":
+        return raw
+    if kind == "ngrams":
+        return ngram_matrix(grams, buckets)
+    assert rt.fusion is not None, "wide_lr is stored only with a fused bundle"
+    return wide_matrix(normalise(raw, rt.fusion), ngram_matrix(grams, buckets))
+
+
+def refit(
+    data: LabelledData, runtime: Runtime, x_va: np.ndarray, g_va: list[tuple[int, ...]]
+) -> dict[str, Baseline]:
+    """Fit LR, LightGBM and n-gram LR on the evaluated file's own train split (tuned on val)."""
+    train = data.split("train")
+    x_tr, g_tr = baseline_inputs(data, train, runtime, NGRAM_BUCKETS)
+    y_tr = np.array([e.labels[0] for e in train])
+    y_va = np.array([e.labels[0] for e in data.split("val")])
+    out = {b.name: b for b in (fit_logreg(x_tr, y_tr, x_va, y_va),
+                               fit_lightgbm(x_tr, y_tr, x_va, y_va))}  # fmt: skip
+    out["ngram_lr"] = fit_sparse_logreg(
+        "ngram_lr",
+        ngram_matrix(g_tr, NGRAM_BUCKETS),
+        y_tr,
+        ngram_matrix(g_va, NGRAM_BUCKETS),
+        y_va,
+    )
+    return out
 
 
 def evaluate(
@@ -57,18 +122,39 @@ def evaluate(
     n_boot: int = 1000,
     seed: int = 0,
     quantize: bool = False,
+    refit_baselines: bool = False,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
-    """Fit/tune baselines on train/val, score all models on test: (report, test scores, test y)."""
+    """Score the bundle and its baselines on test: (report, test scores, test y).
+
+    Baselines: those stored in the bundle (default), or re-fitted on `data`'s train/val split."""
     train, val, test = (data.split(name) for name in ("train", "val", "test"))
     if not train or not val or not test:
         raise ValueError(f"a split is empty: train {len(train)}, val {len(val)}, test {len(test)}")
     test = subsample(test, max_test, seed)
-    x_tr, y_tr = features(data, train)
-    x_va, y_va = features(data, val)
-    x_te, y_te = features(data, test)
-    if y_te.sum() == 0 or y_va.sum() == 0 or y_tr.sum() == 0:
-        raise ValueError("every split needs at least one positive example to evaluate")
+    y_te = np.array([e.labels[0] for e in test])
+    y_va = np.array([e.labels[0] for e in val])
+    if y_te.sum() == 0 or y_va.sum() == 0:
+        raise ValueError("the val and test splits need at least one positive example to evaluate")
     runtime = Runtime.load(bundle, device="cpu", quantize=quantize)
+    stored = None if refit_baselines else load_baselines(bundle)
+    buckets = stored[1] if stored else NGRAM_BUCKETS
+    x_va, g_va = baseline_inputs(data, val, runtime, buckets)
+    x_te, g_te = baseline_inputs(data, test, runtime, buckets)
+    if stored:
+        baselines = stored[0]
+        source = (
+            f"stored in the bundle (fitted by `bstream train` on the train/val split of "
+            f"{(runtime.meta.data_fingerprint or {}).get('file', 'its training file')})"
+        )
+    else:
+        if not any(e.labels[0] for e in train):
+            raise ValueError("re-fitting baselines needs a positive example in train")
+        baselines = refit(data, runtime, x_va, g_va)
+        source = (
+            "re-fitted on this file's train/val split (--refit-baselines)"
+            if refit_baselines
+            else "re-fitted on this file's train/val split (the bundle stores none)"
+        )
     val_bert = subsample(val, max_val, seed)
     y_val_bert = np.array([e.labels[0] for e in val_bert])
     p_val_bert = bundle_scores(runtime, data, val_bert, "bert val")
@@ -79,25 +165,44 @@ def evaluate(
     params["bert"]["privacy"] = privacy_line(
         runtime.meta.dp_epsilon, runtime.meta.metrics.get("dp")
     )
-    for fit in (fit_logreg, fit_lightgbm):
-        baseline = fit(x_tr, y_tr, x_va, y_va)
-        scores[baseline.name] = baseline.predict(x_te)
-        thresholds[baseline.name] = best_f1_threshold(y_va, baseline.predict(x_va))
-        params[baseline.name] = {**baseline.params, "val_pr_auc": baseline.val_pr_auc}
+    params["bert"]["fusion"] = (
+        "none"
+        if runtime.fusion is None
+        else "aggregates" + (" + n-grams" if runtime.fusion.ngram_buckets else "")
+    )
+    for name, baseline in baselines.items():
+        p_va = baseline.predict(design(baseline, x_va, g_va, buckets, runtime))
+        scores[name] = baseline.predict(design(baseline, x_te, g_te, buckets, runtime))
+        thresholds[name] = best_f1_threshold(y_va, p_va)
+        params[name] = {
+            **baseline.params,
+            "val_pr_auc_at_fit": baseline.val_pr_auc,
+            "val_pr_auc_here": pr_auc(y_va, p_va),
+        }
     models = {
         name: {**report(y_te, p, thresholds[name], n_boot, seed), "params": params[name]}
         for name, p in scores.items()
     }
-    best_baseline = max(("logreg", "lightgbm"), key=lambda n: models[n]["pr_auc"])
+    names = [n for n in scores if n != "bert"]
+    best_baseline = max(names, key=lambda n: models[n]["pr_auc"])  # best on test: conservative
+    diff, lo, hi = paired_bootstrap(
+        y_te, scores["bert"], scores[best_baseline], pr_auc, n_boot, seed
+    )
     result = {
         "models": models,
+        "baselines": {"source": source, "stored": bool(stored), "names": names},
         "comparison": {
             "best_baseline": best_baseline,
-            "bert_minus_best_baseline_pr_auc": models["bert"]["pr_auc"]
-            - models[best_baseline]["pr_auc"],
+            "bert_minus_best_baseline_pr_auc": diff,
+            "bert_minus_best_baseline_pr_auc_ci": [lo, hi],
+            "bootstrap_resamples": n_boot,
         },
         "data": {**data.stats, "fingerprint": data.fingerprint, "n_test_evaluated": len(test)},
         "features": list(FEATURE_NAMES),
+        "training": {
+            k: runtime.meta.metrics.get(k)
+            for k in ("best", "train_seconds", "windows_seen", "windows_per_s")
+        },
     }
     return result, scores, y_te
 
@@ -127,10 +232,13 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Evaluation: fine-tuned BERT vs baselines (time split, test part)",
         "",
+        f"Baselines: {result.get('baselines', {}).get('source', 'n/a')}.",
+        "",
         f"Test rows: {first['n_test']}, positives: {first['n_pos']} "
         f"(base rate {first['base_rate']:.4f}).",
         "",
-        f"BERT training: {models['bert']['params'].get('privacy', 'n/a')}.",
+        f"BERT training: {models['bert']['params'].get('privacy', 'n/a')}; "
+        f"late fusion: {models['bert']['params'].get('fusion', 'none')}.",
         "",
         "| model | AUC (95% CI) | PR-AUC (95% CI) | logloss | ECE |",
         "| --- | --- | --- | --- | --- |",
@@ -152,10 +260,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {c['f1']:.3f} | {c['predicted_positive']} |"
         )
     comp = result["comparison"]
+    ci = comp.get("bert_minus_best_baseline_pr_auc_ci", [float("nan")] * 2)
     lines += [
         "",
-        f"BERT PR-AUC minus best baseline ({comp['best_baseline']}): "
-        f"{comp['bert_minus_best_baseline_pr_auc']:+.4f}.",
+        f"BERT PR-AUC minus best baseline ({comp['best_baseline']}, best on test): "
+        f"{comp['bert_minus_best_baseline_pr_auc']:+.4f} (paired bootstrap 95% CI "
+        f"{ci[0]:+.4f} to {ci[1]:+.4f}, {comp.get('bootstrap_resamples', 'n/a')} resamples).",
         "",
         "![ROC](roc.png) ![PR](pr.png) ![Calibration](calibration.png)",
         "",

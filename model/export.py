@@ -25,8 +25,9 @@ from model.bundle import (
     write_meta,
 )
 from model.encoding import EncodingConfig, load_tokenizer
+from model.fusion import FusionConfig
 from model.model import BehaviorBert, ModelConfig, Probabilities
-from model.tracing import Batch, synthetic_batch, trace
+from model.tracing import Batch, synthetic_batch, trace, with_extra
 
 PARITY_TOL = 1e-4
 
@@ -35,9 +36,14 @@ class ExportError(Exception):
     """The traced model disagrees with eager (or cannot be traced); nothing was written."""
 
 
-def parity_batches(vocab_size: int, lengths: Sequence[int], seed: int = 1) -> list[Batch]:
+def parity_batches(
+    vocab_size: int, lengths: Sequence[int], seed: int = 1, fusion: FusionConfig | None = None
+) -> list[Batch]:
     """Held-out check inputs: each padding length, several batch sizes, not the trace input."""
-    return [synthetic_batch(vocab_size, 3 + i % 3, n, seed + i) for i, n in enumerate(lengths)]
+    return [
+        with_extra(synthetic_batch(vocab_size, 3 + i % 3, n, seed + i), fusion, seed + i)
+        for i, n in enumerate(lengths)
+    ]
 
 
 def max_parity_diff(scripted: nn.Module, eager: nn.Module, batches: Sequence[Batch]) -> float:
@@ -45,20 +51,21 @@ def max_parity_diff(scripted: nn.Module, eager: nn.Module, batches: Sequence[Bat
     eager.eval()
     worst = 0.0
     with torch.no_grad():
-        for ids, mask in batches:
-            worst = max(worst, float((scripted(ids, mask) - eager(ids, mask)).abs().max()))
+        for batch in batches:
+            worst = max(worst, float((scripted(*batch) - eager(*batch)).abs().max()))
     return worst
 
 
 def checked_trace(
-    model: nn.Module, vocab_size: int, lengths: Sequence[int]
+    model: nn.Module, vocab_size: int, lengths: Sequence[int], fusion: FusionConfig | None = None
 ) -> tuple[torch.jit.ScriptModule, float]:
     """Trace Probabilities(model) and verify parity; ExportError when max |dp| >= PARITY_TOL."""
     eager = Probabilities(model).eval()
-    example = synthetic_batch(vocab_size, 2, 16, seed=0)
+    example = with_extra(synthetic_batch(vocab_size, 2, 16, seed=0), fusion, seed=0)
     try:
         scripted = trace(eager, example)
-        diff = max_parity_diff(scripted, eager, parity_batches(vocab_size, lengths))
+        batches = parity_batches(vocab_size, lengths, fusion=fusion)
+        diff = max_parity_diff(scripted, eager, batches)
     except (RuntimeError, torch.jit.Error) as exc:  # type: ignore[attr-defined]
         raise ExportError(f"TorchScript export failed: {exc}") from exc
     if not diff < PARITY_TOL:
@@ -88,7 +95,8 @@ def export_bundle(
         raise ExportError(f"refusing to overwrite {out_dir}: it exists and is not a bundle")
     model = model.cpu().eval()
     vocab_size = int(model.bert.config.vocab_size)
-    scripted, diff = checked_trace(model, vocab_size, encoding.length_buckets())
+    fusion = model.config.fusion_config()
+    scripted, diff = checked_trace(model, vocab_size, encoding.length_buckets(), fusion)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -112,6 +120,7 @@ def export_bundle(
             metrics={**(metrics or {}), "export_parity_max_abs_diff": diff},
             dp_epsilon=dp_epsilon,
             files=files,
+            label_horizon_min=(data_fingerprint or {}).get("horizon_min"),
         )
         write_meta(staging, meta)
         for name in (METRICS_FILE, PLOTS_DIR, "eval"):  # reports of the bundle being replaced

@@ -115,3 +115,17 @@ def report(
             "predicted_positive": int((p >= threshold).sum()),
         },
     }
+
+
+def paired_bootstrap(
+    y: np.ndarray, a: np.ndarray, b: np.ndarray, metric: Any, n: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """metric(a) - metric(b) on the same rows, with a 95% CI from resampling rows jointly."""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        if 0 < y[idx].sum() < len(idx):
+            diffs.append(metric(y[idx], a[idx]) - metric(y[idx], b[idx]))
+    lo, hi = np.percentile(diffs, [2.5, 97.5]) if diffs else (float("nan"), float("nan"))
+    return float(metric(y, a) - metric(y, b)), float(lo), float(hi)

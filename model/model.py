@@ -22,6 +22,7 @@ from transformers import BertConfig, BertModel
 from transformers.utils import logging as hf_logging
 
 from model.extras import require_extra
+from model.fusion import FusionConfig
 
 BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -44,9 +45,13 @@ class ModelConfig:
     causal: bool = False
     dropout: float = 0.1
     bert: dict[str, Any] = field(default_factory=dict)  # BertConfig.to_dict()
+    fusion: dict[str, Any] = field(default_factory=dict)  # FusionConfig.to_dict(); {}: none
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "labels": list(self.labels)}
+
+    def fusion_config(self) -> FusionConfig | None:
+        return FusionConfig.from_dict(self.fusion) if self.fusion else None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
@@ -56,11 +61,16 @@ class ModelConfig:
             causal=bool(data.get("causal", False)),
             dropout=float(data.get("dropout", 0.1)),
             bert=dict(data["bert"]),
+            fusion=dict(data.get("fusion") or {}),
         )
 
 
 class BehaviorBert(nn.Module):
-    """forward(input_ids, attention_mask) -> logits [batch, n_labels]."""
+    """forward(input_ids, attention_mask[, features][, ngrams]) -> logits [batch, n_labels].
+
+    Fused models (config.fusion) add two late-fusion terms to the [pooled] head's logits: a linear
+    map of the window's normalised aggregates and a hashed n-gram bag ("wide" part).
+    """
 
     def __init__(self, config: ModelConfig, bert: BertModel | None = None) -> None:
         super().__init__()
@@ -72,6 +82,13 @@ class BehaviorBert(nn.Module):
         self.head = nn.Linear(bert.config.hidden_size, len(config.labels))
         self.pooling = config.pooling
         self.causal = config.causal
+        fusion = config.fusion_config()
+        self.n_features = fusion.n_features if fusion else 0
+        self.ngram_buckets = fusion.ngram_buckets if fusion else 0
+        if self.n_features:
+            self.feature_head = nn.Linear(self.n_features, len(config.labels))
+        if self.ngram_buckets:
+            self.wide = nn.Embedding(self.ngram_buckets + 1, len(config.labels), padding_idx=0)
 
     @classmethod
     def from_base(
@@ -114,8 +131,10 @@ class BehaviorBert(nn.Module):
             mask = lower[None, None, :, :] & attention_mask.bool()[:, None, None, :]
         return self.bert(input_ids=input_ids, attention_mask=mask).last_hidden_state  # type: ignore[no-any-return]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Logits [batch, n_labels] for each whole window."""
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *extra: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits [batch, n_labels] for each whole window (extra: fused inputs, in order)."""
         hidden = self.hidden(input_ids, attention_mask)
         if self.pooling == "mean":
             # type_as keeps the mask in the activations' dtype under bf16/fp16 and in traces
@@ -126,7 +145,24 @@ class BehaviorBert(nn.Module):
             pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]
         else:
             pooled = hidden[:, 0]
-        return self.head(self.dropout(pooled))  # type: ignore[no-any-return]
+        logits: torch.Tensor = self.head(self.dropout(pooled))
+        rest = list(extra)
+        if self.n_features:
+            logits = logits + self.feature_head(rest.pop(0).to(logits.dtype))
+        if self.ngram_buckets:
+            logits = logits + self.wide(rest.pop(0)).sum(1).to(logits.dtype)
+        return logits
+
+    def scale_primary(self, a: float, b: float) -> None:
+        """Fold Platt scaling into the first label's logit: logit' = a * logit + b."""
+        with torch.no_grad():
+            self.head.weight[0] *= a
+            self.head.bias[0] = a * self.head.bias[0] + b
+            if self.n_features:
+                self.feature_head.weight[0] *= a
+                self.feature_head.bias[0] *= a
+            if self.ngram_buckets:
+                self.wide.weight[:, 0] *= a
 
     def forward_positions(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor
@@ -144,8 +180,10 @@ class Probabilities(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.model(input_ids, attention_mask))
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *extra: torch.Tensor
+    ) -> torch.Tensor:
+        return torch.sigmoid(self.model(input_ids, attention_mask, *extra))
 
 
 def _bert_config(data: dict[str, Any]) -> BertConfig:

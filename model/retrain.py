@@ -79,7 +79,8 @@ def retrain(
     from model.export import export_bundle
     from model.metrics import pr_auc, roc_auc
     from model.runtime import eager_from_script, load_tokenizer
-    from model.train import TrainConfig, score, train_model
+    from model.prepared import prepare
+    from model.train import NGRAM_BUCKETS, TrainConfig, score, train_model
 
     started = time.monotonic()
     meta = validate_bundle(champion_dir)
@@ -104,10 +105,12 @@ def retrain(
         clock="wall",
     )
     result = train_model(candidate, encoder, data, encoding.window, cfg)
-    encoded = [encoder.encode(data.window(e, encoding.window)) for e in test]
-    y = np.array([e.labels[0] for e in test])
-    cand = score(result.model, encoder, encoded)[:, 0]
-    champ = score(champion, encoder, encoded)[:, 0]
+    fusion = champion.config.fusion_config()  # a fused champion scores with its own inputs
+    buckets = fusion.ngram_buckets if fusion and fusion.ngram_buckets else NGRAM_BUCKETS
+    test_prep = prepare(data, "test", encoder, encoding.window, buckets, None)
+    y = test_prep.y[:, 0]
+    cand = score(result.model, encoder, test_prep, fusion)[:, 0]
+    champ = score(champion, encoder, test_prep, fusion)[:, 0]
     diff, lo, hi = paired_bootstrap(y, cand, champ, pr_auc, seed=seed)
     decision = decide(lo, diff, margin)
     figures = {

@@ -21,8 +21,9 @@ from torch import nn
 from model.bundle import MODEL_FILE, TOKENIZER_DIR, BundleError, BundleMeta, validate_bundle
 from model.encoding import Encoded, Encoder, EncodingConfig, bucket_for, load_tokenizer
 from model.ensemble import eager_ensemble
+from model.fusion import FusionConfig, extra_inputs, synthetic_extra, with_fusion
 from model.model import BehaviorBert, ModelConfig, Probabilities
-from model.tracing import synthetic_batch, trace
+from model.tracing import synthetic_batch, trace, with_extra
 
 __all__ = ["BundleError", "Runtime", "load_tokenizer"]
 
@@ -39,6 +40,12 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda requested but no CUDA GPU is available")
     return device
+
+
+def fusion_of(meta: BundleMeta) -> FusionConfig | None:
+    """The bundle's late-fusion inputs (None: a plain or pre-fusion bundle, or an ensemble)."""
+    fusion = meta.model.get("fusion")
+    return FusionConfig.from_dict(fusion) if fusion else None
 
 
 def eager_from_script(script: torch.jit.ScriptModule, meta: BundleMeta) -> BehaviorBert:
@@ -70,6 +77,7 @@ class Runtime:
         self.dtype = dtype
         self.buckets = encoder.cfg.length_buckets()
         self.chunk_rows = GPU_CHUNK if device == "cuda" else MAX_CHUNK
+        self.fusion = fusion_of(meta)
         self._lock = threading.Lock()
 
     @classmethod
@@ -118,18 +126,31 @@ class Runtime:
     ) -> nn.Module:
         # Re-trace on the GPU in half precision so no fp32 constant from the CPU trace leaks in.
         eager = eager_probabilities(script, meta).to(device="cuda", dtype=dtype)
-        ids, mask = synthetic_batch(int(meta.model["bert"]["vocab_size"]), 2, 16, seed=0)
-        return trace(eager, (ids.cuda(), mask.cuda()))
+        batch = synthetic_batch(int(meta.model["bert"]["vocab_size"]), 2, 16, seed=0)
+        batch = with_extra(batch, fusion_of(meta), seed=0)
+        return trace(eager, tuple(x.cuda() for x in batch))
 
     @staticmethod
     def _int8_module(script: torch.jit.ScriptModule, meta: BundleMeta) -> nn.Module:
         eager = eager_probabilities(script, meta)
         with warnings.catch_warnings():  # torch deprecates quantized tensors in favour of torchao
             warnings.simplefilter("ignore", UserWarning)
+            if fusion_of(meta) is not None:  # int8 only in the encoder: the fused linear parts
+                # read raw feature scales and lost 0.12 AUC when quantized (bench-model)
+                bert = eager.model.bert  # type: ignore[union-attr]
+                eager.model.bert = torch.ao.quantization.quantize_dynamic(  # type: ignore[union-attr]
+                    bert, {nn.Linear}, dtype=torch.qint8
+                )
+                return eager
             return torch.ao.quantization.quantize_dynamic(eager, {nn.Linear}, dtype=torch.qint8)
 
     def encode(self, windows: Sequence[Sequence[Mapping[str, Any]]]) -> list[Encoded]:
-        return [self.encoder.encode(window) for window in windows]
+        """Token ids per window; fused bundles also get the window's features and n-grams."""
+        encoded = [self.encoder.encode(window) for window in windows]
+        if self.fusion is None:
+            return encoded
+        cfg = self.encoder.cfg
+        return [with_fusion(w, e, cfg, self.fusion) for w, e in zip(windows, encoded, strict=True)]
 
     def predict(self, windows: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, float]]:
         """One {label: probability} per window (events newest last)."""
@@ -158,8 +179,10 @@ class Runtime:
         for length, rows in sorted(groups.items()):
             for start in range(0, len(rows), self.chunk_rows):
                 chunk = rows[start : start + self.chunk_rows]
-                ids, mask = self.encoder.pad([encoded[i] for i in chunk], length)
-                pending.append((chunk, self._launch(ids, mask)))
+                rows_enc = [encoded[i] for i in chunk]
+                ids, mask = self.encoder.pad(rows_enc, length)
+                extra = extra_inputs(rows_enc, self.fusion) if self.fusion else []
+                pending.append((chunk, self._launch(ids, mask, extra)))
         return len(encoded), pending
 
     @staticmethod
@@ -171,17 +194,23 @@ class Runtime:
                 out[i] = row
         return out
 
-    def _launch(self, ids: list[list[int]], mask: list[list[int]]) -> torch.Tensor:
-        input_ids = torch.tensor(ids, dtype=torch.long)
-        attention_mask = torch.tensor(mask, dtype=torch.long)
+    def _launch(
+        self, ids: list[list[int]], mask: list[list[int]], extra: Sequence[Any] = ()
+    ) -> torch.Tensor:
+        inputs = [
+            torch.tensor(ids, dtype=torch.long),
+            torch.tensor(mask, dtype=torch.long),
+            *(torch.as_tensor(x) for x in extra),
+        ]
         if self.device == "cuda":  # pinned host memory: the copy is async, the CPU moves on
-            input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
-            attention_mask = attention_mask.pin_memory().to(self.device, non_blocking=True)
+            inputs = [x.pin_memory().to(self.device, non_blocking=True) for x in inputs]
         with self._lock, torch.inference_mode():
-            return self.module(input_ids, attention_mask)  # type: ignore[no-any-return]
+            return self.module(*inputs)  # type: ignore[no-any-return]
 
-    def _run(self, ids: list[list[int]], mask: list[list[int]]) -> list[list[float]]:
-        return self._launch(ids, mask).float().cpu().tolist()  # type: ignore[no-any-return]
+    def _run(
+        self, ids: list[list[int]], mask: list[list[int]], extra: Sequence[Any] = ()
+    ) -> list[list[float]]:
+        return self._launch(ids, mask, extra).float().cpu().tolist()  # type: ignore[no-any-return]
 
     def warm_up(self, rounds: int = 2) -> None:
         """Run every length bucket a couple of times so the first real batch is not slow."""
@@ -189,8 +218,9 @@ class Runtime:
             ids, mask = synthetic_batch(
                 int(self.meta.model["bert"]["vocab_size"]), 2, length, seed=length
             )
+            extra = synthetic_extra(self.fusion, 2, seed=length) if self.fusion else []
             for _ in range(rounds):
-                probs = self._run(ids.tolist(), mask.tolist())
+                probs = self._run(ids.tolist(), mask.tolist(), extra)
             if len(probs[0]) != len(self.labels):
                 raise BundleError(
                     f"corrupt bundle: the model gives {len(probs[0])} scores per window but "

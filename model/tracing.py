@@ -7,7 +7,9 @@ import warnings
 import torch
 from torch import nn
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+from model.fusion import FusionConfig, synthetic_extra
+
+Batch = tuple[torch.Tensor, ...]  # input_ids, attention_mask[, features][, ngrams]
 
 
 def synthetic_batch(
@@ -33,3 +35,11 @@ def trace(module: nn.Module, example: Batch) -> torch.jit.ScriptModule:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(module, example, check_trace=False)
     return traced
+
+
+def with_extra(batch: Batch, fusion: FusionConfig | None, seed: int) -> Batch:
+    """A synthetic batch plus synthetic fused inputs when the model is fused."""
+    if fusion is None:
+        return batch
+    extra = synthetic_extra(fusion, batch[0].size(0), seed)
+    return (*batch, *(torch.from_numpy(x) for x in extra))

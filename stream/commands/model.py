@@ -101,14 +101,14 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--max-minutes",
     type=POSITIVE,
-    default=8.0,
+    default=28.0,
     show_default=True,
-    help="Training budget (see --clock); keeps the best checkpoint so far.",
+    help="Budget for the whole command (see --clock); keeps the best checkpoint so far.",
 )
 @click.option(
     "--epochs",
     type=POSITIVE,
-    default=1.0,
+    default=3.0,
     show_default=True,
     help="Passes over the training sample.",
 )
@@ -129,9 +129,22 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--max-train",
     type=COUNT,
-    default=15000,
+    default=None,
+    help="Training windows per epoch  [default: all]",
+)
+@click.option(
+    "--balance",
+    type=click.Choice(["natural", "balanced"]),
+    default="natural",
     show_default=True,
-    help="Training windows per epoch (class-balanced sample).",
+    help="Train at the natural positive rate, or on a class-balanced sample.",
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(["auto", "features", "features+ngrams", "none"]),
+    default="auto",
+    show_default=True,
+    help="Late fusion: the head also sees window aggregates (and n-grams if val prefers them).",
 )
 @click.option(
     "--batch-size", type=COUNT, default=16, show_default=True, help="Training batch size."
@@ -294,6 +307,11 @@ def train(data: Path, fmt: str, out: Path, base: Path | None, **opts: Any) -> No
     help="Renamed to --resamples.",
 )
 @click.option("--quantize", is_flag=True, help="Score the bundle with int8 dynamic quantization.")
+@click.option(
+    "--refit-baselines",
+    is_flag=True,
+    help="Fit the baselines on this file's train/val split  [default: the bundle's stored ones]",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 def evaluate(
     bundle: Path,
@@ -305,7 +323,7 @@ def evaluate(
     old_bootstrap: None,
     **opts: Any,
 ) -> None:
-    """Evaluate a bundle against logistic regression and LightGBM on the time-split test set."""
+    """Evaluate a bundle against its stored baselines (LR, LightGBM, n-gram LR) on test."""
     if json_path is not None:
         checks.out_file(json_path, "--json")
     if out is not None:

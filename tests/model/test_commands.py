@@ -67,14 +67,34 @@ def test_eval_writes_the_report_json_with_every_model(
     )
 
     assert result.exit_code == 0, result.output
-    models = json.loads(report.read_text())["models"]
-    assert set(models) == {"bert", "logreg", "lightgbm"}
+    full = json.loads(report.read_text())
+    models = full["models"]
+    assert {"bert", "logreg", "lightgbm", "ngram_lr"} <= set(models)
+    assert full["baselines"]["stored"] and "stored in the bundle" in result.output
+    lo, hi = full["comparison"]["bert_minus_best_baseline_pr_auc_ci"]
+    assert lo <= full["comparison"]["bert_minus_best_baseline_pr_auc"] <= hi
     for m in models.values():
         assert {"auc", "pr_auc", "logloss", "ece", "n_test", "n_pos"} <= set(m)
         assert m["n_test"] > m["n_pos"] > 0 and 0 <= m["pr_auc"] <= 1
     assert models["logreg"]["auc"] > 0.55  # simulated purchases follow carts and repeats
     for png in ("roc.png", "pr.png", "calibration.png", "report.md"):
         assert (tmp_path / "eval" / png).is_file()
+
+
+def test_eval_refit_baselines_is_a_named_option(
+    trained: Path, sim_file: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "r.json"
+    args = ["--bundle", str(trained), "--data", str(sim_file), "--json", str(report),
+            "--out", str(tmp_path / "eval"), "--bootstrap", "20", "--max-test", "400",
+            "--refit-baselines"]  # fmt: skip
+
+    result = CliRunner().invoke(evaluate, args)
+
+    assert result.exit_code == 0, result.output
+    full = json.loads(report.read_text())
+    assert not full["baselines"]["stored"] and "--refit-baselines" in result.output
+    assert {"logreg", "lightgbm", "ngram_lr"} <= set(full["models"])
 
 
 def test_export_re_exports_in_place_with_parity(trained: Path, tmp_path: Path) -> None:
