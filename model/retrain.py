@@ -78,8 +78,8 @@ def retrain(
     from model.encoding import Encoder, EncodingConfig
     from model.export import export_bundle
     from model.metrics import pr_auc, roc_auc
-    from model.runtime import eager_from_script, load_tokenizer
     from model.prepared import prepare
+    from model.runtime import eager_from_script, load_tokenizer
     from model.train import NGRAM_BUCKETS, TrainConfig, score, train_model
 
     started = time.monotonic()
