@@ -189,9 +189,9 @@ class StreamWorker:
     ) -> Target | None:
         """Apply a user's new entries; store the window once and add its changelog record.
 
-        None when the window already held every entry (a replay after a crash, a redelivery): it
-        stays as it is and gets no new prediction, since the one for it went out before its
-        changelog record was written (see `release`).
+        None when the window already held every entry (a replay after a crash, a redelivery) and
+        the store is in memory: it stays as it is and gets no new prediction, since the one for it
+        went out before its changelog record was written (see `release`).
         """
         table, s = self.sapp.windows, self.settings
         stored = table.data.get(update.key)  # the store itself: no KeyError round trip, no sensors
@@ -206,7 +206,9 @@ class StreamWorker:
         )
         if applied.duplicates:
             self.metrics.duplicates.inc(applied.duplicates)
-        if unchanged(previous, applied):
+        # Only with the memory store is a window always one whose prediction went out: RocksDB
+        # keeps local writes across a crash, ahead of their predictions and changelog records.
+        if self.in_memory and unchanged(previous, applied):
             self.metrics.unchanged_windows.inc()
             return None
         if stored is None:

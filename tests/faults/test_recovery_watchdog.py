@@ -32,7 +32,7 @@ USERS = 12
 STALL_S = 15
 STALL_LINE = re.compile(
     r"changelog recovery stalled: no progress for (\d+)s on \S+: "
-    r"(partition \d+ read up to offset -?\d+, end offset \d+ \(\d+ records left\)(; )?)+"
+    r"(partition \d+ read up to offset -?\d+, end offset \d+ \(\d+ records left\); )+.*"
 )
 
 
