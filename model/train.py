@@ -229,8 +229,10 @@ def train_model(
             schedule.step()
             step += 1
             bar.update(1)
-            shown = {"best_pr": f"{best_pr:.3f}"} if best_pr >= 0 else {}  # none before val
-            bar.set_postfix(loss=f"{loss.item():.3f}", **shown)
+            shown = {"loss": f"{loss.item():.3f}"}
+            if best_pr >= 0:  # no best_pr=-1.000 before the first validation
+                shown["best_pr"] = f"{best_pr:.3f}"
+            bar.set_postfix(shown)
             last = step >= total or budget.over()
             if step % cfg.eval_every == 0 or last:
                 val_logit = score(model, encoder, val_enc)[:, 0]
