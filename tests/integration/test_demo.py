@@ -43,6 +43,7 @@ def _hold(port: int) -> socket.socket | None:
     return sock
 
 
+@pytest.mark.timeout(1800)  # scores the demo data's val windows once, beyond the demo itself
 def test_demo_runs_while_other_programs_hold_the_default_ports(
     tmp_path: Path, tiny_bundle: Path
 ) -> None:
@@ -56,7 +57,7 @@ def test_demo_runs_while_other_programs_hold_the_default_ports(
     env = {k: v for k, v in os.environ.items() if not k.startswith("BSTREAM_")}
     try:
         done = subprocess.run(
-            cmd, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600
+            cmd, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=1700
         )
     finally:
         for sock in held:
