@@ -73,11 +73,13 @@ def demo_bundle(workdir: Path, rebuild: bool) -> Path:
     from model.bundle import BundleError, validate_bundle
 
     out = workdir / "bundles" / "demo"
+    marker = out / DEMO_MARKER
     if not rebuild:
         with contextlib.suppress(BundleError, OSError):
             validate_bundle(out)
-            click.echo(f"demo: reusing model bundle {out}")
-            return out
+            if marker.read_text().strip() == DEMO_VERSION:  # else: trained on older simulated data
+                click.echo(f"demo: reusing model bundle {out}")
+                return out
     click.echo(
         f"demo: fine-tuning a small demo model on simulated data into {out} "
         f"(a {DEMO_TRAIN_MINUTES:g}-minute CPU-time training budget, plus data preparation and "
@@ -97,9 +99,13 @@ def demo_bundle(workdir: Path, rebuild: bool) -> Path:
     for cmd in steps:
         if subprocess.run(cmd, check=False).returncode != 0:
             raise click.ClickException(f"demo model training failed: {' '.join(cmd[1:3])}")
+    marker.write_text(DEMO_VERSION + "\n")
     return out
 
 
+# Bump when the simulator or DEMO_TRAIN_ARGS change: a cached demo bundle is then retrained.
+DEMO_VERSION = "2"
+DEMO_MARKER = "demo-version"
 QUALITY_FILE = "demo-quality.json"
 QUALITY_VAL = 2000  # val windows both models are scored on
 

@@ -96,7 +96,7 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--base",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Local HF BERT dir (default: all-MiniLM-L6-v2).",
+    help="Local HF BERT dir  [default: the packaged all-MiniLM-L6-v2]",
 )
 @click.option(
     "--max-minutes",
@@ -277,7 +277,7 @@ def train(data: Path, fmt: str, out: Path, base: Path | None, **opts: Any) -> No
     help="Write the machine-readable report here.",
 )
 @click.option(
-    "--out", type=click.Path(path_type=Path), help="Report directory (default: <bundle>/eval)."
+    "--out", type=click.Path(path_type=Path), help="Report directory  [default: <bundle>/eval]"
 )
 @click.option(
     "--horizon-min",

@@ -27,6 +27,8 @@ from stream.launcher import worker_command
 from stream.simulate import simulate_events
 
 ROW_TIMEOUT_S = 90  # generous: the host is shared; a hang still fails the row
+# The fixture runs every row (about a minute of CPU in all); room for a heavily shared host.
+pytestmark = pytest.mark.timeout(1800)
 PARALLEL = 4
 
 # (command line, exit code, pattern of the one error line)

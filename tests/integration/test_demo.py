@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from stream.commands.demo import DEMO_MARKER, DEMO_VERSION
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
@@ -41,18 +43,21 @@ def _hold(port: int) -> socket.socket | None:
     return sock
 
 
+@pytest.mark.timeout(1800)  # scores the demo data's val windows once, beyond the demo itself
 def test_demo_runs_while_other_programs_hold_the_default_ports(
     tmp_path: Path, tiny_bundle: Path
 ) -> None:
     """9464 and 9092 taken (the first fresh-clone failure): the demo picks free ports."""
-    shutil.copytree(tiny_bundle, tmp_path / "bundles" / "demo")  # a real bundle, no training
+    bundle = tmp_path / "bundles" / "demo"
+    shutil.copytree(tiny_bundle, bundle)  # a real bundle, so the test trains nothing
+    (bundle / DEMO_MARKER).write_text(DEMO_VERSION)
     held = [sock for sock in (_hold(9464), _hold(9092)) if sock is not None]
     cmd = [sys.executable, "-c", "from stream.cli import main; main()", "demo"]
     cmd += ["--users", "10", "--rate", "5000", "--workdir", str(tmp_path), "--timeout", "400"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BSTREAM_")}
     try:
         done = subprocess.run(
-            cmd, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600
+            cmd, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=1700
         )
     finally:
         for sock in held:

@@ -66,6 +66,7 @@ def test_health_is_503_until_ready_then_200(served: tuple[Metrics, int]) -> None
 
     status, body = get(port, "/health")
     m.set_health(model_loaded=True, partitions_assigned=1, broker_up=True, model_version="v1")
+    m.set_health(instance_id="abc123", pid=42)
     ready_status, ready_body = get(port, "/health")
 
     assert status == 503 and orjson.loads(body)["status"] == "not_ready"
@@ -77,6 +78,8 @@ def test_health_is_503_until_ready_then_200(served: tuple[Metrics, int]) -> None
         "partitions_assigned": 1,
         "broker_up": True,
         "recovery": {},
+        "instance_id": "abc123",
+        "pid": 42,
     }
 
 

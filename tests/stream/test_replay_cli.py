@@ -105,9 +105,21 @@ def test_a_record_too_large_for_kafka_is_a_counted_failure(
     assert len(read_topic(broker.bootstrap, topic, expected=2)) == 2
 
 
-def test_empty_file_gives_a_summary_and_fails(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_empty_file_fails_before_connecting(broker: EmbeddedBroker, tmp_path: Path) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_bytes(b"")
+
+    code, out, err = _replay(broker, make_topic(broker.bootstrap), str(path))
+
+    assert code == 1 and out == ""
+    assert err.strip() == f"Error: nothing to replay: {path} is empty"
+
+
+def test_a_file_of_blank_lines_gives_a_summary_and_fails(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    path = tmp_path / "blank.jsonl"
+    path.write_bytes(b"\n\n")
 
     code, out, err = _replay(broker, make_topic(broker.bootstrap), str(path))
 

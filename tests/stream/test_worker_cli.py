@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from stream.commands.worker import worker
+from stream.cli import main
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +22,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(worker, list(args))
+    result = CliRunner().invoke(main, ["worker", *args])
     return result.exit_code, result.output
 
 
@@ -46,15 +46,17 @@ def test_a_short_key_file_is_refused(tmp_path: Path) -> None:
 def test_a_missing_model_option_is_a_one_line_error() -> None:
     code, out = run("--allow-raw-ids")
 
-    assert code == 1
-    assert out.strip() == "Error: no model bundle: pass --model DIR or set BSTREAM_MODEL"
+    assert code == 2
+    assert out.strip() == (
+        "Error: no model bundle: pass --model DIR or set BSTREAM_MODEL (see 'main worker --help')"
+    )
 
 
 def test_a_missing_bundle_is_a_one_line_error(tmp_path: Path) -> None:
     code, out = run("--allow-raw-ids", "--model", str(tmp_path / "nope"))
 
-    assert code == 1
-    assert len(out.strip().splitlines()) == 1 and out.startswith("Error: ")
+    assert code == 2
+    assert len(out.strip().splitlines()) == 1 and out.startswith("Error: Invalid value for --model")
 
 
 def test_bad_option_values_are_usage_errors() -> None:
