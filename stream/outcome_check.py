@@ -4,7 +4,8 @@ Maps each outcome to the training example it stands for: the user's event at `la
 (with ties, the last copy of the `last_ts_events`-th distinct event at that time, in file order),
 then compares labels with `model.labels.label_sequence` on the user's whole sequence. Also sorts
 every published prediction into labelled / window ends in a purchase / pending at the end of the
-file (the user's own event time never passed the horizon) / other.
+file (the user's own event time never passed the horizon) / re-predicted after a restart at or
+before an already settled point / other (lost or dropped by the bound: should be 0).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from model.labels import label_sequence
 from stream.windows import entry_from_event
 
 Key = tuple[str, int, int]  # (user key, last_event_ts, distinct events at that ts)
+# A prediction made again after a restart (replayed events, other batch boundaries) at or before a
+# point of the user's that was already settled: ignored by design (stream.outcomes.remember), so
+# a restart does not publish outcomes twice. It never had a pending outcome to lose.
+REPLAYED = "re-predicted after a restart, at or before a settled point"
 
 
 @dataclass
@@ -116,10 +121,15 @@ def check_outcomes(
                     f"{key[0][:12]}... ts={key[1]} {live} vs {expected[key]}"
                 )
     reasons: dict[str, int] = defaultdict(int)
+    settled: dict[str, int] = {}  # per user, the newest last_event_ts with an outcome
+    for user, ts in done:
+        settled[user] = max(settled.get(user, -1), ts)
     for user, ts in {(p["user"], int(p["last_event_ts"])) for p in predictions}:
         report.predictions += 1
         if (user, ts) in done:
             reasons["labelled"] += 1
+        elif ts <= settled.get(user, -1):
+            reasons[REPLAYED] += 1
         elif any(
             expected.get((user, ts, k), ()) is None and (user, ts, k) in expected
             for k in range(1, 4)

@@ -87,6 +87,11 @@ def test_erased_window_is_tombstoned_and_stays_gone_after_restart(
     changelog = collect(
         broker.bootstrap, wenv.changelog_topic, lambda got: any(m.value is None for m in got)
     )
+    outcomes_changelog = collect(  # erasure removes the user's pending outcomes too
+        broker.bootstrap,
+        f"app-{wenv.suffix}-outcomes-changelog",
+        lambda got: any(m.value is None for m in got),
+    )
 
     # Restart as two workers (state recovered from the changelog; partitions split between them).
     with (
@@ -122,6 +127,8 @@ def test_erased_window_is_tombstoned_and_stays_gone_after_restart(
     assert erasures == 1
     assert last_per_key(changelog)[gone.encode()] is None
     assert last_per_key(changelog)[kept.encode()] is not None
+    assert last_per_key(outcomes_changelog)[gone.encode()] is None
+    assert last_per_key(outcomes_changelog)[kept.encode()] is not None
     assert again.exit_code == 0
     assert again.stdout.startswith(f"nothing to erase: no window held for user {gone}")
     assert len({c["worker"] for c in again_answers}) == 2  # each worker answered for its share

@@ -32,7 +32,7 @@ from tests.integration.worker_support import (
     reflects,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 HORIZON_MS = 30 * 60_000
 ARGS = ("--max-batch", "16")  # the file is grouped by user: ~one prediction per 16 events
 

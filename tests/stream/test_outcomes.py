@@ -210,3 +210,33 @@ def test_outcome_labels_equal_training_labels_on_taobao_users() -> None:
     count, mismatches = _agreement(events, ("purchase", "cart"), seed=2)
 
     assert count > 10_000 and mismatches == 0
+
+
+def test_check_sorts_predictions_by_why_they_have_no_outcome() -> None:
+    from stream.outcome_check import REPLAYED, check_outcomes, offline_examples
+
+    events = [
+        {"user_id": "a", "event_type": "view", "ts": 0, "item_id": "1"},
+        {"user_id": "a", "event_type": "view", "ts": 10, "item_id": "2"},
+        {"user_id": "a", "event_type": "purchase", "ts": 20, "item_id": "2"},
+        {"user_id": "a", "event_type": "view", "ts": 30, "item_id": "3"},
+    ]
+    expected, times = offline_examples(events, str, HORIZON, ["purchase"])
+    outcome = {
+        "outcome_id": "x",
+        "user": "a",
+        "last_event_ts": 10,
+        "last_ts_events": 1,
+        "labels": {"purchase": 1},
+    }
+    predictions = [{"user": "a", "last_event_ts": t} for t in (0, 10, 20, 30)]
+
+    report = check_outcomes([outcome, outcome], expected, ["purchase"], predictions, times, HORIZON)
+
+    assert (report.outcomes, report.duplicates, report.mismatches) == (1, 1, 0)
+    assert report.reasons == {
+        "labelled": 1,
+        REPLAYED: 1,  # ts 0: before a settled point, so a restart's re-prediction
+        "window ends in a purchase": 1,
+        "pending at the end of the file": 1,
+    }
