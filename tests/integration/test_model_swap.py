@@ -8,6 +8,7 @@ announcement to the first new-version prediction and the worker's RSS before, du
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import shutil
@@ -92,8 +93,9 @@ class RssSampler:
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():
-            return
+        with contextlib.suppress(OSError):  # a /metrics read timed out on a busy machine: retry
+            if condition():
+                return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
 
