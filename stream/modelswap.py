@@ -179,7 +179,8 @@ class ShadowScorer:
             try:
                 acks += await quality.on_job(job, records)
             finally:
-                quality.drift = drift
+                if quality.drift is None:  # unless a swap installed the new champion's meanwhile
+                    quality.drift = drift
         return acks
 
 
@@ -206,6 +207,8 @@ class ModelSwapper:
         self.settings, self.worker, self.metrics, self.wrap = settings, worker, metrics, wrap
         self.explainer = explainer
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.runtime: Any = startup.runtime  # the champion served (not the replaced one)
+        self.quality_synced = startup.announcement is None  # --model: install_quality's facts
         self.champion: Announcement | None = startup.announcement
         self.champion_version: str = startup.runtime.version
         self.labels: list[str] = list(startup.runtime.labels)
@@ -263,6 +266,8 @@ class ModelSwapper:
         if self.reader is None:
             self.open()
         assert self.reader is not None
+        if not self.quality_synced:
+            self._sync_quality()
         self.reader.poll(0)
         if self.free_in > 0:
             self.free_in -= 1
@@ -343,6 +348,8 @@ class ModelSwapper:
         if worker.explainer is not None and self.explainer is not None:
             worker.explainer = self.explainer(runtime)
         self.champion, self.champion_version = made, runtime.version
+        self.runtime = runtime
+        self._sync_quality()
         self.info.labels(role=CHAMPION, model_version=old).set(0)
         self.info.labels(role=CHAMPION, model_version=runtime.version).set(1)
         self.metrics.set_health(model_version=runtime.version)
@@ -351,6 +358,24 @@ class ModelSwapper:
         )
         if self.challenger is not None and self.challenger.version == made.version:
             self._retire()  # a promoted challenger stops shadowing itself
+
+    def _sync_quality(self) -> None:
+        """Point the outcomes/quality hook (issue 13) at the served champion's bundle facts."""
+        quality = getattr(self.worker, "quality", None)
+        if quality is None:
+            return
+        from stream.drift import DriftMonitor, load_reference
+        from stream.quality import bundle_facts
+
+        quality.version = self.runtime.version
+        quality.horizon_ms, offline = bundle_facts(self.runtime, self.settings)
+        if offline is not None:
+            quality.gauges.offline_pr_auc.labels(model_version=self.runtime.version).set(offline)
+        path = self.champion.path if self.champion is not None else self.settings.model
+        reference = load_reference(path) if path is not None else None
+        window = self.settings.quality_window
+        quality.drift = DriftMonitor(reference, window) if reference else None
+        self.quality_synced = True
 
     def _swap_challenger(self, made: Announcement, runtime: Any, seconds: float) -> None:
         if self.challenger is not None:
