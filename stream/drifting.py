@@ -18,7 +18,8 @@ CLICK_BASE = 0.3  # after the drift, chance a step opens the detail page (a clic
 CLICK_INTENT = -0.4  # ... plus this times intent: now browsers click around, keen users save
 CLICK_THROUGH_P = 0.3  # after the drift, share of views followed by a click on the same item
 REVISIT_P = 0.15  # after the drift, chance a step goes back to an item seen this session
-CART_P = 0.08  # after the drift, chance of a cart after a view, whatever the intent ...
+CART_BASE = 0.1  # after the drift, chance of a cart after a view ...
+CART_INTENT = -0.1  # ... plus this times intent: browsers park items, keen users save them ...
 CART_BUY_P = 0.03  # ... and the rare cart that is still bought
 FAV_BASE = 0.01  # after the drift, chance of a fav after a view ...
 FAV_INTENT = 0.12  # ... plus this times the session's intent
@@ -102,12 +103,13 @@ def _react(user: Any, item: Any, intent: float, ts: int, number: int) -> tuple[i
         ts += int(1000 * rng.uniform(1, 5))
         user.emit("click", item, ts, number)
     roll = rng.random()
-    if roll < CART_P:
+    cart_p = CART_BASE + CART_INTENT * intent
+    if roll < cart_p:
         ts += int(1000 * rng.uniform(2, 20))
         user.emit("cart", item, ts, number)
         user.cart.append(item)
         return ts, rng.random() < CART_BUY_P
-    if roll < CART_P + FAV_BASE + FAV_INTENT * intent:
+    if roll < cart_p + FAV_BASE + FAV_INTENT * intent:
         ts += int(1000 * rng.uniform(2, 20))
         user.emit("fav", item, ts, number)
         return ts, rng.random() < min(0.9, FAV_BUY_INTENT * intent)
