@@ -1,12 +1,13 @@
 """The drifted behaviour of `bstream simulate --drift-at F` (stream.simulate calls in here).
 
 From the drift point on (a share F of the simulated days, by event time) every session follows a
-new app: users browse a new category mix (favourites from another part of the catalogue), click
-through most views, and clicks, repeat views and carts no longer depend on purchase intent; carts
-are rarely bought and there is no "buy now" on repeat views. Intent now shows in one new way:
-keen users save items (fav) far more often and buy a saved item a few minutes later. So the link
-between behaviour and purchase that a model learnt before the drift point fails after it, while a
-model re-fitted on post-drift data can learn the new one; purchases stay about as frequent.
+new app: users browse a new category mix (favourites from another part of the catalogue) and
+click through many views; who is keen is drawn afresh, so past purchases tell little. Repeat views
+no longer depend on intent, clicks and carts now lean to browsers, carts are rarely bought and
+there is no "buy now" on repeat views. Intent shows in one new way: keen users save items (fav)
+far more often and buy a saved item a few minutes later. So the link between behaviour and
+purchase that a model learnt before the drift point fails after it, while a model re-fitted on
+post-drift data learns the new one; purchases stay about as frequent as before.
 """
 
 from __future__ import annotations
