@@ -99,7 +99,6 @@ class _User:
         self.price_tolerance = rng.lognormvariate(3.5, 0.7)  # prices well above this rarely sell
         self.cart: list[Item] = []
         self.events: list[dict[str, Any]] = []
-        self.drifted = False  # set per session by stream.drifting once past config.drift_at
 
     def emit(self, event_type: str, item: Item, ts: int, session: int) -> None:
         self.events.append(
@@ -146,8 +145,6 @@ class _User:
         rng = self.rng
         roll = rng.random()
         cart_p = 0.03 + 0.3 * intent * min(seen, 3) / 3
-        if self.drifted:
-            return drifting.react(self, item, seen, intent, ts, session)
         if roll < cart_p:
             ts += int(1000 * rng.uniform(2, 20))
             self.emit("cart", item, ts, session)
@@ -163,8 +160,10 @@ class _User:
     def session(self, number: int, ts: int) -> None:
         rng, config = self.rng, self.config
         intent = min(1.0, self.intent * rng.lognormvariate(0, 0.3))
-        self.drifted = drifting.is_drifted(config, ts)
-        category = rng.choice(drifting.favourites(self) if self.drifted else self.favourites)
+        if drifting.is_drifted(config, ts):  # past --drift-at: the new app's behaviour
+            drifting.session(self, number, ts, intent)
+            return
+        category = rng.choice(self.favourites)
         views: dict[str, int] = {}
         checkout: Item | None = None  # a carted item the user has decided to buy soon
         if self.cart and rng.random() < config.return_to_cart_p:
