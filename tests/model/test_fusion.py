@@ -21,9 +21,9 @@ from model.fusion import (
     raw_features,
     with_fusion,
 )
-from model.model import BehaviorBert, ModelConfig, default_base_dir, tiny_bert_config
+from model.model import BehaviorBert, ModelConfig, default_base_dir
 from model.runtime import Runtime, load_tokenizer
-from model.tiny import TINY_ENCODING, synthetic_windows
+from model.tiny import TINY_ENCODING, synthetic_windows, tiny_bert_config
 
 
 def test_ngram_ids_are_stable_distinct_and_in_range() -> None:
