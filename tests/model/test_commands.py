@@ -86,7 +86,7 @@ def test_eval_refit_baselines_is_a_named_option(
 ) -> None:
     report = tmp_path / "r.json"
     args = ["--bundle", str(trained), "--data", str(sim_file), "--json", str(report),
-            "--out", str(tmp_path / "eval"), "--bootstrap", "20", "--max-test", "400",
+            "--out", str(tmp_path / "eval"), "--resamples", "20", "--max-test", "400",
             "--refit-baselines"]  # fmt: skip
 
     result = CliRunner().invoke(evaluate, args)
@@ -134,6 +134,6 @@ def test_user_errors_are_one_line_and_non_zero(tmp_path: Path, sim_file: Path) -
         train, ["--data", str(sim_file), "--format", "taobao", "--out", str(tmp_path / "x")]
     )
 
-    assert missing.exit_code != 0 and "bundle.json is missing" in missing.output
+    assert missing.exit_code != 0 and "no bundle.json" in missing.output
     assert "Traceback" not in missing.output
     assert bad_format.exit_code != 0 and "Error:" in bad_format.output

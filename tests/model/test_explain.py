@@ -192,7 +192,7 @@ def test_explain_command_json_output_uses_the_prediction_reason_shape(
     [
         (["--user", "nobody"], "user 'nobody' has no valid events"),
         ([], "the file holds 2 users; pick one with --user"),
-        (["--bundle", "/nonexistent/bundle"], "model bundle not found"),
+        (["--bundle", "/nonexistent/bundle"], "is not a directory"),
     ],
 )
 def test_explain_command_bad_input_is_one_line_error(
