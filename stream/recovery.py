@@ -218,4 +218,5 @@ def install(app: Any, changelog: str, metrics: Any, stall_s: float, action: Acti
                 if tp.topic == changelog and tp.partition in stall.stuck:
                     recovery.active_offsets[tp] = recovery.active_highwaters[tp]
             state["skipped"] = int(state["skipped"]) + skipped
-            metrics.recovery_unrestored.inc(skipped)
+            metrics.set_health(recovery=health_detail(lags, idle, True, int(state["skipped"])))
+            metrics.recovery_unrestored.inc(skipped)  # after /health: both agree once visible
