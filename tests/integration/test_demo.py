@@ -53,7 +53,7 @@ def test_demo_runs_while_other_programs_hold_the_default_ports(
     (bundle / DEMO_MARKER).write_text(DEMO_VERSION)
     held = [sock for sock in (_hold(9464), _hold(9092)) if sock is not None]
     cmd = [sys.executable, "-c", "from stream.cli import main; main()", "demo"]
-    cmd += ["--users", "10", "--rate", "5000", "--workdir", str(tmp_path), "--timeout", "400"]
+    cmd += ["--users", "10", "--rate", "5000", "--workdir", str(tmp_path), "--timeout", "1500"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BSTREAM_")}
     try:
         done = subprocess.run(
