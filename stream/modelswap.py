@@ -364,7 +364,7 @@ class ModelSwapper:
         quality = getattr(self.worker, "quality", None)
         if quality is None:
             return
-        from stream.drift import DriftMonitor, load_reference
+        from model.drift import DriftMonitor, load_reference
         from stream.quality import bundle_facts
 
         quality.version = self.runtime.version

@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
-from stream.drift import FEATURES, load_reference
 
 from model.data import label_events
+from model.drift import FEATURES, load_reference
 from model.reference import drift_reference, reference_for_bundle
 from stream.commands.monitor import monitor, quality_table
 from stream.commands.simulate import simulate
