@@ -40,11 +40,21 @@ def reference_for_bundle(
 
 @click.command(name="drift-reference")
 @click.option(
-    "--bundle", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+    "--bundle",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Bundle directory to add drift_reference.json to.",
 )
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Event file whose validation windows make the reference.",
+)
 @click.option("--format", "fmt", default="jsonl", show_default=True, help="Input file format.")
-@click.option("--max-windows", default=MAX_WINDOWS, show_default=True)
+@click.option(
+    "--max-windows", default=MAX_WINDOWS, show_default=True, help="Validation windows to score."
+)
 def drift_reference(bundle: Path, data: Path, fmt: str, max_windows: int) -> None:
     """Add drift reference histograms (the validation windows of DATA) to an existing bundle."""
     from model.bundle import BundleError, read_meta

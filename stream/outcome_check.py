@@ -4,7 +4,7 @@ Maps each outcome to the training example it stands for: the user's event at `la
 (with ties, the last copy of the `last_ts_events`-th distinct event at that time, in file order),
 then compares labels with `model.labels.label_sequence` on the user's whole sequence. Also sorts
 every published prediction into labelled / window ends in a purchase / pending at the end of the
-file (the user's own event time never passed the horizon) / re-predicted after a restart at or
+file (the user's own event time never passed the horizon) / re-predicted (redelivery, restart) at or
 before an already settled point / other (lost or dropped by the bound: should be 0).
 """
 
@@ -22,7 +22,7 @@ Key = tuple[str, int, int]  # (user key, last_event_ts, distinct events at that 
 # A prediction made again after a restart (replayed events, other batch boundaries) at or before a
 # point of the user's that was already settled: ignored by design (stream.outcomes.remember), so
 # a restart does not publish outcomes twice. It never had a pending outcome to lose.
-REPLAYED = "re-predicted after a restart, at or before a settled point"
+REPLAYED = "re-predicted at or before a settled point (a redelivery or a restart)"
 
 
 @dataclass

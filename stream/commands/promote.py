@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from stream.commands import checks
 from stream.commands.common import bootstrap_option, load_settings
 from stream.kafka import KafkaUnavailable
 
@@ -28,12 +31,12 @@ from stream.kafka import KafkaUnavailable
     "--share",
     type=click.FloatRange(0, 1),
     default=None,
-    help="Challenger: share of batches scored in shadow  [$BSTREAM_SHADOW_SHARE or 1.0]",
+    help="Challenger: share of batches scored in shadow  [default: $BSTREAM_SHADOW_SHARE or 1.0]",
 )
 @click.option(
     "--window-size",
     type=click.IntRange(min=1),
-    help="The workers' window size the bundle must fit  [$BSTREAM_WINDOW_SIZE or 50]",
+    help="The workers' window size the bundle must fit  [default: $BSTREAM_WINDOW_SIZE or 50]",
 )
 def promote(
     bundle: str | None,
@@ -48,7 +51,9 @@ def promote(
 
     settings = load_settings(bootstrap=bootstrap, window_size=window_size)
     if rollback == (bundle is not None):
-        raise click.ClickException("give a BUNDLE (path or file:// URL) or --rollback, not both")
+        raise click.UsageError("give exactly one of BUNDLE (a path or file:// URL) and --rollback")
+    if bundle is not None and not bundle.startswith("file://"):
+        checks.bundle_dir(Path(bundle), "BUNDLE")  # before any broker call: a typo costs nothing
     try:
         if rollback:
             made = lifecycle.rollback(settings, role)

@@ -21,7 +21,12 @@ from stream.kafka import KafkaUnavailable
     help="Read events from this file instead of the events topic.",
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(FORMAT_NAMES), default="jsonl", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(FORMAT_NAMES),
+    default="jsonl",
+    show_default=True,
+    help="Format of --events-file.",
 )
 @click.option("--since-ms", type=int, help="Oldest event time to use (ms since the epoch).")
 @click.option("--until-ms", type=int, help="Event times before this (ms since the epoch).")
@@ -34,7 +39,7 @@ from stream.kafka import KafkaUnavailable
     "--champion",
     "champion_dir",
     type=click.Path(path_type=Path),
-    help="Champion bundle  [default: the registry's champion, else $BSTREAM_MODEL]",
+    help="Champion: the registry's one  [default: $BSTREAM_MODEL if the registry has none]",
 )
 @click.option(
     "--out",
@@ -48,7 +53,13 @@ from stream.kafka import KafkaUnavailable
     show_default=True,
     help="Without --out: the candidate goes to OUT_ROOT/<UTC time> (never over a bundle).",
 )
-@click.option("--budget-min", type=click.FloatRange(min=0.05), default=5.0, show_default=True)
+@click.option(
+    "--budget-min",
+    type=click.FloatRange(min=0.05),
+    default=5.0,
+    show_default=True,
+    help="Fine-tuning budget in minutes.",
+)
 @click.option(
     "--margin",
     type=float,
@@ -56,8 +67,18 @@ from stream.kafka import KafkaUnavailable
     show_default=True,
     help="PR-AUC gain needed: challenger on the point, champion on the 95% CI's lower end.",
 )
-@click.option("--horizon-min", type=click.FloatRange(min=0.1), help="[the champion's horizon]")
-@click.option("--max-train", type=click.IntRange(min=10), default=15000, show_default=True)
+@click.option(
+    "--horizon-min",
+    type=click.FloatRange(min=0.1),
+    help="Label horizon in minutes  [default: the champion's horizon]",
+)
+@click.option(
+    "--max-train",
+    type=click.IntRange(min=10),
+    default=15000,
+    show_default=True,
+    help="Most training windows per epoch.",
+)
 @click.option(
     "--announce/--report-only",
     default=True,

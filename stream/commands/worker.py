@@ -59,6 +59,13 @@ def preflight(settings: Settings) -> Any:
         raise click.ClickException(str(exc)) from None
     if settings.model is not None or not settings.registry:
         checks.bundle_dir(settings.model, "--model")  # else the registry's champion, if any
+    if settings.model is not None:
+        from model.bundle import BundleError, validate_bundle  # light: json and hashes only
+
+        try:
+            validate_bundle(settings.model)  # a truncated model.ts fails here, before Kafka
+        except BundleError as exc:
+            raise click.BadParameter(str(exc).splitlines()[0], param_hint="--model") from None
     if not settings.store.startswith(STORE_SCHEMES):
         raise click.BadParameter(
             f"{settings.store!r} is not a table store; give memory:// or rocksdb://",
@@ -67,6 +74,11 @@ def preflight(settings: Settings) -> Any:
     try:
         check_reachable(settings.bootstrap)
     except KafkaUnavailable as exc:
+        if settings.model is None:  # nothing to serve: no bundle, and no registry to read one from
+            raise click.UsageError(
+                "no model bundle: pass --model DIR or set BSTREAM_MODEL "
+                f"(the registry's champion cannot be read: {exc})"
+            ) from None
         raise click.ClickException(f"{exc}; start a broker or pass --bootstrap HOST:PORT") from None
     return pseudonymizer
 

@@ -326,6 +326,25 @@ TABLE: list[tuple[str, int, str]] = [
         r"'--max-val': 0 is not in the range x>=1",
     ),
     ("ensemble --bundles {bundle} --out {tmp}/e --data {taobao}", 2, r"looks like taobao"),
+    # monitor
+    ("monitor", 1, r"cannot reach Kafka at 127\.0\.0\.1:{closed}"),
+    ("monitor --window 5", 2, r"'--window': 5 is not in the range x>=10"),
+    # drift-reference
+    ("drift-reference", 2, r"Missing option '--bundle'"),
+    (
+        "drift-reference --bundle /no/such --data /no/such",
+        2,
+        r"'--bundle': Directory '/no/such' does not exist",
+    ),
+    # promote
+    ("promote", 2, r"give exactly one of BUNDLE \(a path or file:// URL\) and --rollback"),
+    ("promote /no/such", 2, r"BUNDLE: /no/such is not a directory; give a model bundle directory"),
+    ("promote {bundle} --share 2", 2, r"'--share': 2\.0 is not in the range 0<=x<=1"),
+    # models
+    ("models", 1, r"cannot reach Kafka at 127\.0\.0\.1:{closed}"),
+    # retrain
+    ("retrain --budget-min 0", 2, r"'--budget-min': 0\.0 is not in the range x>=0\.05"),
+    ("retrain --events-file /no/such", 2, r"'--events-file': File '/no/such' does not exist"),
 ]
 
 
