@@ -183,7 +183,9 @@ def test_rollback_without_history_and_both_arguments_are_one_line_errors(
 ) -> None:
     env = env_for(broker)
     assert "nothing to roll back" in _refused(env, "--rollback")
-    assert "not both" in _refused(env, str(tiny_bundle), "--rollback")
+    both = run_cli("promote", str(tiny_bundle), "--rollback", env=env)  # a usage error: exit 2
+    assert both.exit_code == 2 and both.stderr.strip().count("\n") == 0
+    assert "give exactly one of BUNDLE" in both.stderr
 
 
 def test_models_lists_worker_status_records(broker: EmbeddedBroker) -> None:
