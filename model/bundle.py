@@ -27,6 +27,7 @@ META_FILE = "bundle.json"
 MODEL_FILE = "model.ts"
 TOKENIZER_DIR = "tokenizer"
 CHECKPOINT_FILE = "checkpoint.pt"
+CURVE_FILE = "curve.pt"  # learning-curve snapshots (trainable weights), written by training
 METRICS_FILE = "metrics.json"
 PLOTS_DIR = "plots"
 

@@ -31,8 +31,10 @@ from model.dp import privacy_line
 from model.features import FEATURE_NAMES, window_features
 from model.fusion import NGRAM_BUCKETS, model_words, ngram_ids, normalise
 from model.labels import Example
+from model.learning_curve import curve_rows
+from model.learning_curve import markdown as curve_markdown
 from model.metrics import best_f1_threshold, paired_bootstrap, pr_auc, report
-from model.plots import plot_calibration, plot_pr, plot_roc
+from model.plots import plot_calibration, plot_learning_curve, plot_pr, plot_roc
 from model.runtime import Runtime
 
 BASELINE_WINDOW = 50  # events; the README's reference baselines used the last 50
@@ -123,10 +125,14 @@ def evaluate(
     seed: int = 0,
     quantize: bool = False,
     refit_baselines: bool = False,
+    scratch: Path | None = None,
+    learning_curve: bool = False,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
     """Score the bundle and its baselines on test: (report, test scores, test y).
 
-    Baselines: those stored in the bundle (default), or re-fitted on `data`'s train/val split."""
+    Baselines: those stored in the bundle (default), or re-fitted on `data`'s train/val split.
+    `scratch`: a bundle trained with `--init scratch` (the pretraining ablation), scored alongside.
+    `learning_curve`: also score the training run's snapshots (model/learning_curve.py)."""
     train, val, test = (data.split(name) for name in ("train", "val", "test"))
     if not train or not val or not test:
         raise ValueError(f"a split is empty: train {len(train)}, val {len(val)}, test {len(test)}")
@@ -136,6 +142,7 @@ def evaluate(
     if y_te.sum() == 0 or y_va.sum() == 0:
         raise ValueError("the val and test splits need at least one positive example to evaluate")
     runtime = Runtime.load(bundle, device="cpu", quantize=quantize)
+    scratch_runtime = ablation_runtime(runtime, scratch) if scratch is not None else None
     stored = None if refit_baselines else load_baselines(bundle)
     buckets = stored[1] if stored else NGRAM_BUCKETS
     x_va, g_va = baseline_inputs(data, val, runtime, buckets)
@@ -161,6 +168,16 @@ def evaluate(
     scores = {"bert": bundle_scores(runtime, data, test, "bert test")}
     thresholds = {"bert": best_f1_threshold(y_val_bert, p_val_bert)}
     params: dict[str, Any] = {"bert": {"version": runtime.version, "quantized": quantize}}
+    if scratch_runtime is not None:
+        p_val_scratch = bundle_scores(scratch_runtime, data, val_bert, "scratch val")
+        scores["bert_scratch"] = bundle_scores(scratch_runtime, data, test, "scratch test")
+        thresholds["bert_scratch"] = best_f1_threshold(y_val_bert, p_val_scratch)
+        params["bert_scratch"] = {
+            "version": scratch_runtime.version,
+            "init": scratch_runtime.meta.metrics.get("init"),
+            "train_seconds": scratch_runtime.meta.metrics.get("train_seconds"),
+            "windows_seen": scratch_runtime.meta.metrics.get("windows_seen"),
+        }
     params["bert"]["dp_epsilon"] = runtime.meta.dp_epsilon  # DP cost: compare with a non-DP run
     params["bert"]["privacy"] = privacy_line(
         runtime.meta.dp_epsilon, runtime.meta.metrics.get("dp")
@@ -183,7 +200,7 @@ def evaluate(
         name: {**report(y_te, p, thresholds[name], n_boot, seed), "params": params[name]}
         for name, p in scores.items()
     }
-    names = [n for n in scores if n != "bert"]
+    names = [n for n in scores if not n.startswith("bert")]
     best_baseline = max(names, key=lambda n: models[n]["pr_auc"])  # best on test: conservative
     diff, lo, hi = paired_bootstrap(
         y_te, scores["bert"], scores[best_baseline], pr_auc, n_boot, seed
@@ -199,12 +216,51 @@ def evaluate(
         },
         "data": {**data.stats, "fingerprint": data.fingerprint, "n_test_evaluated": len(test)},
         "features": list(FEATURE_NAMES),
+        **ablations(y_te, scores, models, n_boot, seed),
         "training": {
             k: runtime.meta.metrics.get(k)
             for k in ("best", "train_seconds", "windows_seen", "windows_per_s")
         },
     }
+    if learning_curve:
+        result["learning_curve"] = curve_rows(
+            bundle, data, test, (best_baseline, scores[best_baseline]), n_boot, seed
+        )
     return result, scores, y_te
+
+
+def ablation_runtime(runtime: Runtime, scratch: Path) -> Runtime:
+    """The from-scratch bundle, refused unless it reads the same tokens with the same labels."""
+    other = Runtime.load(scratch, device="cpu")
+    same = (
+        other.meta.encoding == runtime.meta.encoding
+        and other.labels == runtime.labels
+        and (other.meta.data_fingerprint or {}).get("sha256")
+        == (runtime.meta.data_fingerprint or {}).get("sha256")
+    )
+    if not same:
+        raise ValueError(
+            f"--scratch {scratch} must be trained on the same file with the same encoding and "
+            "labels as --bundle"
+        )
+    return other
+
+
+def ablations(
+    y: np.ndarray, scores: dict[str, np.ndarray], models: dict[str, Any], n_boot: int, seed: int
+) -> dict[str, Any]:
+    """Pretrained minus from-scratch PR-AUC with its paired bootstrap CI, when both were scored."""
+    if "bert_scratch" not in scores:
+        return {}
+    diff, lo, hi = paired_bootstrap(y, scores["bert"], scores["bert_scratch"], pr_auc, n_boot, seed)
+    return {
+        "ablation": {
+            "scratch_pr_auc": models["bert_scratch"]["pr_auc"],
+            "pretrained_minus_scratch_pr_auc": diff,
+            "pretrained_minus_scratch_pr_auc_ci": [lo, hi],
+            "scratch": models["bert_scratch"]["params"],
+        }
+    }
 
 
 def write_outputs(
@@ -215,6 +271,14 @@ def write_outputs(
     plot_roc(y, scores, out_dir / "roc.png")
     plot_pr(y, scores, out_dir / "pr.png")
     plot_calibration(y, scores, out_dir / "calibration.png")
+    if result.get("learning_curve"):
+        best = result["comparison"]["best_baseline"]
+        plot_learning_curve(
+            result["learning_curve"],
+            (best, result["models"][best]["pr_auc"]),
+            result["models"]["bert"]["pr_auc"],
+            out_dir / "learning_curve.png",
+        )
     (out_dir / "report.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     np.savez_compressed(out_dir / "test_scores.npz", y=y, **scores)  # type: ignore[arg-type]
     path = out_dir / "report.md"
@@ -270,4 +334,25 @@ def markdown(result: dict[str, Any]) -> str:
         "![ROC](roc.png) ![PR](pr.png) ![Calibration](calibration.png)",
         "",
     ]
+    if "ablation" in result:
+        a = result["ablation"]
+        lo, hi = a["pretrained_minus_scratch_pr_auc_ci"]
+        lines += [
+            "## Pretraining ablation",
+            "",
+            f"The same architecture, tokens and budget from random weights (bert_scratch): test "
+            f"PR-AUC {a['scratch_pr_auc']:.4f}; pretrained minus scratch "
+            f"{a['pretrained_minus_scratch_pr_auc']:+.4f} (paired bootstrap 95% CI {lo:+.4f} to "
+            f"{hi:+.4f}).",
+            "",
+        ]
+    if result.get("learning_curve"):
+        best = result["comparison"]["best_baseline"]
+        lines.append(
+            curve_markdown(
+                result["learning_curve"],
+                result["models"]["bert"]["pr_auc"],
+                result["models"][best]["pr_auc"],
+            )
+        )
     return "\n".join(lines)

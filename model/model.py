@@ -96,15 +96,24 @@ class BehaviorBert(nn.Module):
         base_dir: Path | str,
         labels: tuple[str, ...] = ("purchase",),
         layers: int | None = None,
+        init: str = "pretrained",
         **kw: Any,
     ) -> BehaviorBert:
-        """Pretrained encoder from a local HF BERT dir (optionally its first layers), new head."""
+        """Pretrained encoder from a local HF BERT dir (optionally its first layers), new head.
+
+        init="scratch": the same architecture with random weights (the pretraining ablation)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         hf_logging.set_verbosity_error()  # the unused pooler weights are expected, not news
         hf_logging.disable_progress_bar()
-        bert = BertModel.from_pretrained(
-            str(base_dir), add_pooling_layer=False, attn_implementation="sdpa"
-        )
+        if init not in ("pretrained", "scratch"):
+            raise ValueError(f"init must be pretrained or scratch, not {init!r}")
+        if init == "scratch":
+            base_config = BertConfig.from_pretrained(str(base_dir), attn_implementation="sdpa")
+            bert = BertModel(base_config, add_pooling_layer=False)
+        else:
+            bert = BertModel.from_pretrained(
+                str(base_dir), add_pooling_layer=False, attn_implementation="sdpa"
+            )
         if layers is not None and layers < bert.config.num_hidden_layers:
             bert.encoder.layer = bert.encoder.layer[:layers]  # lower layers only: cheaper on CPU
             bert.config.num_hidden_layers = layers

@@ -66,3 +66,20 @@ def plot_calibration(y: np.ndarray, scores: Mapping[str, np.ndarray], path: Path
     ax.set(xlabel="predicted probability", ylabel="observed rate", title="Calibration (test)")
     ax.legend()
     return _save(fig, path)
+
+
+def plot_learning_curve(
+    rows: list[dict[str, float]], baseline: tuple[str, float], final: float, path: Path
+) -> Path:
+    """Test PR-AUC against windows seen, next to the best baseline and the final bundle."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["windows"] for r in rows], [r["test_pr_auc"] for r in rows], marker="o",
+            label="fused BERT after N windows")  # fmt: skip
+    ax.axhline(baseline[1], color="grey", linestyle="--", label=f"{baseline[0]} (best baseline)")
+    ax.axhline(final, color="tab:green", linestyle=":", label="the bundle (best on val)")
+    ax.set_xscale("log")
+    ax.set_xlabel("training windows seen")
+    ax.set_ylabel("test PR-AUC")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -72,6 +72,9 @@ class TrainConfig:
     dp_delta: float = 1e-5
     dp_max_grad_norm: float = 1.0
     dp_train: str = "head"  # what DP-SGD trains: all | top (last layer + head) | head; model/dp.py
+    init: str = "pretrained"  # pretrained | scratch (same architecture, random weights: ablation)
+    curve: tuple[int, ...] = (5000, 15000, 30000)  # learning-curve snapshots (windows seen); one
+    # and two epochs are added; `bstream eval --learning-curve` scores them on test
 
 
 @dataclass
@@ -89,6 +92,7 @@ class TrainResult:
     dp: dict[str, Any] | None = None  # model.dp.dp_report: epsilon spent, delta, what was trained
     windows_seen: int = 0
     train_loop_s: float = 0.0
+    curve: list[dict[str, Any]] = field(default_factory=list)  # label, windows, step, state
 
 
 def seed_everything(seed: int) -> None:
@@ -259,6 +263,25 @@ def progress(total: int) -> Any:
     return tqdm(total=total, desc="train", unit="step", mininterval=2.0)
 
 
+def curve_points(cfg: TrainConfig, n_train: int) -> list[tuple[str, int]]:
+    """Learning-curve snapshot points (label, windows seen), smallest first.
+
+    >>> curve_points(TrainConfig(curve=(5000, 15000)), 10000)
+    [('5k', 5000), ('1 epoch (10k)', 10000), ('2 epochs', 20000)]
+    """
+    count = lambda n: f"{round(n / 1000)}k" if n >= 1000 else str(n)  # noqa: E731
+    points = {n: count(n) for n in cfg.curve if n < n_train}
+    points[n_train] = f"1 epoch ({count(n_train)})"
+    points.setdefault(2 * n_train, "2 epochs")
+    return [(label, n) for n, label in sorted(points.items())]
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights training changes (frozen ones are the same in every snapshot)."""
+    params = model.named_parameters()
+    return {name: param.detach().clone() for name, param in params if param.requires_grad}
+
+
 def train_model(
     model: BehaviorBert,
     encoder: Encoder,
@@ -324,6 +347,7 @@ def train_model(
     )
     checkpoints = Checkpoints(cfg.average_top)
     best_pr, bad_evals, step, seen = -1.0, 0, 0, 0
+    snapshots = curve_points(cfg, len(train.examples))
     bar = progress(total)
     last_loss = float("nan")
 
@@ -378,6 +402,11 @@ def train_model(
             step += 1
             seen += int(batch[0].size(0))
             last_loss = float(loss.item())
+            while snapshots and seen >= snapshots[0][1]:
+                label, _ = snapshots.pop(0)
+                result.curve.append(
+                    {"label": label, "windows": seen, "step": step, "state": trainable_state(model)}
+                )
             if bar is not None:
                 bar.update(1)
                 shown = {"best_pr": f"{best_pr:.3f}"} if best_pr >= 0 else {}  # none before val
@@ -537,7 +566,7 @@ def train_bundle(
     import json
 
     from model.baselines import save_baselines
-    from model.bundle import METRICS_FILE, PLOTS_DIR, add_file
+    from model.bundle import CURVE_FILE, METRICS_FILE, PLOTS_DIR, add_file
     from model.export import export_bundle
     from model.plots import plot_history
     from model.reference import reference_for_bundle
@@ -576,6 +605,7 @@ def train_bundle(
         causal=cfg.causal,
         pooling="last" if cfg.causal else "mean",
         fusion=fusion.to_dict() if fusion else {},
+        init=cfg.init,
     )
     if fusion is not None:
         warm_start(model, linear, fusion)
@@ -598,12 +628,16 @@ def train_bundle(
             "train_seconds": round(result.seconds, 1),
             "windows_seen": result.windows_seen,
             "windows_per_s": metrics["train"]["windows_per_s"],
+            "init": cfg.init,
             **({"dp": result.dp} if result.dp else {}),
         },
         dp_epsilon=result.dp_epsilon,
     )
     if baselines:
         add_file(bundle, save_baselines(bundle, baselines, NGRAM_BUCKETS))
+    if result.curve:  # for `bstream eval --learning-curve`; not needed to serve, so not hashed
+        torch.save(result.curve, bundle / CURVE_FILE)
+        metrics["curve"] = [{k: v for k, v in p.items() if k != "state"} for p in result.curve]
     reference_for_bundle(bundle, data, encoding.window)  # drift reference (model/reference.py)
     (bundle / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     plot_history(result.history, bundle / PLOTS_DIR / "training.png")

@@ -219,6 +219,14 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option(
+    "--init",
+    type=click.Choice(["pretrained", "scratch"]),
+    default="pretrained",
+    show_default=True,
+    help="Start from the pretrained weights, or from random ones (the ablation `eval --scratch` "
+    "compares against).",
+)
+@click.option(
     "--dp-epsilon",
     type=POSITIVE,
     default=None,
@@ -312,6 +320,17 @@ def train(data: Path, fmt: str, out: Path, base: Path | None, **opts: Any) -> No
     is_flag=True,
     help="Fit the baselines on this file's train/val split  [default: the bundle's stored ones]",
 )
+@click.option(
+    "--scratch",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A bundle trained with `--init scratch` on the same data: report what pretraining adds.",
+)
+@click.option(
+    "--learning-curve",
+    is_flag=True,
+    help="Also score the training run's snapshots (5k, 15k, 30k, ... windows) on test.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 def evaluate(
     bundle: Path,
@@ -329,13 +348,20 @@ def evaluate(
     if out is not None:
         checks.out_dir(out, "--out")
     checks.format_matches(data, fmt)
-    from model.bundle import validate_bundle
+    from model.bundle import CURVE_FILE, validate_bundle
     from model.data import load_data
     from model.evaluate import evaluate as run_eval
     from model.evaluate import write_outputs
 
     with user_errors():
         meta = validate_bundle(bundle)
+        if opts["scratch"] is not None:
+            validate_bundle(opts["scratch"])
+        if opts["learning_curve"] and not (bundle / CURVE_FILE).is_file():
+            raise click.UsageError(
+                f"--learning-curve: {bundle} has no snapshots ({CURVE_FILE}); "
+                "retrain it with this version of `bstream train`"
+            )
         fingerprint = meta.data_fingerprint or {}
         horizon = (
             horizon_min if horizon_min is not None else float(fingerprint.get("horizon_min", 30.0))

@@ -12,24 +12,20 @@ from model.bundle import read_meta
 from stream.commands.model import bench_model, evaluate, export, train
 
 
-@pytest.fixture(scope="module")
-def trained(sim_file: Path, tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("trained") / "bundle"
-    args = [
-        *(
-            "--data",
-            str(sim_file),
-            "--format",
-            "jsonl",
-            "--out",
-            str(out),
-            "--base",
-            str(tiny_base),
-        ),
+def train_args(sim_file: Path, tiny_base: Path, out: Path) -> list[str]:
+    """A one-minute training run on the small simulated file with the tiny base."""
+    return [
+        *("--data", str(sim_file), "--format", "jsonl", "--out", str(out)),
+        *("--base", str(tiny_base)),
         *("--max-train", "256", "--batch-size", "32", "--lr", "1e-3", "--max-minutes", "1"),
         *("--max-len", "64", "--val-size", "500"),
     ]
-    result = CliRunner().invoke(train, args)
+
+
+@pytest.fixture(scope="module")
+def trained(sim_file: Path, tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained") / "bundle"
+    result = CliRunner().invoke(train, train_args(sim_file, tiny_base, out))
     assert result.exit_code == 0, result.output
     return out
 
@@ -95,6 +91,31 @@ def test_eval_refit_baselines_is_a_named_option(
     full = json.loads(report.read_text())
     assert not full["baselines"]["stored"] and "--refit-baselines" in result.output
     assert {"logreg", "lightgbm", "ngram_lr"} <= set(full["models"])
+
+
+def test_eval_reports_the_pretraining_ablation_and_the_learning_curve(
+    trained: Path, sim_file: Path, tiny_base: Path, tmp_path: Path
+) -> None:
+    scratch, report = tmp_path / "scratch", tmp_path / "r.json"
+    scratch_args = [*train_args(sim_file, tiny_base, scratch), "--init", "scratch"]
+    made = CliRunner().invoke(train, scratch_args)
+    assert made.exit_code == 0, made.output
+    args = ["--bundle", str(trained), "--data", str(sim_file), "--json", str(report),
+            "--out", str(tmp_path / "eval"), "--resamples", "20", "--scratch", str(scratch),
+            "--learning-curve"]  # fmt: skip
+
+    result = CliRunner().invoke(evaluate, args)
+
+    assert result.exit_code == 0, result.output
+    full = json.loads(report.read_text())
+    assert full["ablation"]["scratch"]["init"] == "scratch" and "bert_scratch" in full["models"]
+    lo, hi = full["ablation"]["pretrained_minus_scratch_pr_auc_ci"]
+    assert lo <= full["ablation"]["pretrained_minus_scratch_pr_auc"] <= hi
+    curve = full["learning_curve"]
+    assert curve[0]["label"] == "1 epoch (256)" and curve[0]["windows"] >= 256
+    assert all(0 < row["test_pr_auc"] <= 1 for row in curve)
+    assert (tmp_path / "eval" / "learning_curve.png").is_file()
+    assert "Learning curve" in result.output and "Pretraining ablation" in result.output
 
 
 def test_export_re_exports_in_place_with_parity(trained: Path, tmp_path: Path) -> None:
