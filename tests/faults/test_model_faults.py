@@ -18,7 +18,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.broker import EmbeddedBroker, free_port
+from stream import launcher
+from stream.broker import EmbeddedBroker
 from tests.faults import faultinject
 from tests.faults.support import (
     Expected,
@@ -28,7 +29,6 @@ from tests.faults.support import (
     mib,
     record_result,
 )
-from tests.integration import worker_support
 from tests.integration.worker_support import (
     BSTREAM,
     TEST_KEY,
@@ -82,8 +82,10 @@ FAST = {"missing_dir", "truncated_model"}
     [c if c in FAST else pytest.param(c, marks=pytest.mark.slow) for c in CORRUPTIONS],
 )
 def test_a_missing_or_corrupt_bundle_fails_at_startup_with_one_line(
-    tiny_bundle: Path, tmp_path: Path, corruption: str
+    broker: EmbeddedBroker, tiny_bundle: Path, tmp_path: Path, corruption: str
 ) -> None:
+    # A reachable broker: the worker checks Kafka before it loads the model, so only then does
+    # a bundle whose hashes match but whose contents are wrong get as far as the model load.
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
     CORRUPTIONS[corruption](bundle)
@@ -94,7 +96,7 @@ def test_a_missing_or_corrupt_bundle_fails_at_startup_with_one_line(
         "--model",
         str(bundle),
         "--bootstrap",
-        f"127.0.0.1:{free_port()}",
+        broker.bootstrap,
     ]
 
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
@@ -117,7 +119,7 @@ def test_a_failing_inference_batch_is_retried_then_dead_lettered_and_others_go_o
     broker: EmbeddedBroker, tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(faultinject.ENV, POISON_ITEM)
-    monkeypatch.setattr(worker_support, "BSTREAM", faultinject.faulty_bstream(tmp_path))
+    monkeypatch.setattr(launcher, "BSTREAM", faultinject.faulty_bstream(tmp_path))
     wenv = new_env(broker.bootstrap)
     topic = wenv.settings.events_topic
     before = [event(f"a{u}", 1) for u in range(30)]
