@@ -219,6 +219,12 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Torch threads  [default: all cores, or 1 when the load average exceeds the cores]",
+)
+@click.option(
     "--init",
     type=click.Choice(["pretrained", "scratch"]),
     default="pretrained",
