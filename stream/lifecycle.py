@@ -62,6 +62,7 @@ def validate(
     """Every check, then the announcement to publish (PromotionRefused says what failed)."""
     from model.bundle import MODEL_FILE, BundleError, sha256_file, validate_bundle
     from model.export import PARITY_TOL, max_parity_diff, parity_batches
+    from model.model import ModelConfig
     from model.runtime import Runtime, eager_probabilities
 
     try:
@@ -81,9 +82,9 @@ def validate(
         runtime = Runtime.load(path, device="cpu")  # loads and warms up, like a worker
         vocab = int(meta.model["bert"]["vocab_size"])
         script: Any = runtime.module  # on the CPU: the TorchScript module itself
-        diff = max_parity_diff(
-            script, eager_probabilities(script, meta), parity_batches(vocab, [16])
-        )
+        fusion = None if "members" in meta.model else ModelConfig.from_dict(meta.model)
+        batches = parity_batches(vocab, [16], fusion=fusion.fusion_config() if fusion else None)
+        diff = max_parity_diff(script, eager_probabilities(script, meta), batches)
     except (BundleError, KeyError, RuntimeError, ValueError, TypeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PromotionRefused(f"the bundle does not run: {reason}") from None
