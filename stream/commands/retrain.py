@@ -202,8 +202,8 @@ def outcomes_data(
     from stream.privacy import pseudonymizer_from_settings
     from stream.retrain_data import outcome_data
 
-    meta = validate_bundle(champion_dir)
     pseudo = pseudonymizer_from_settings(settings)  # the workers' key: outcomes name pseudonyms
+    meta = validate_bundle(champion_dir)
     outcomes = [
         o
         for o in read_topic(settings, settings.outcomes_topic)
