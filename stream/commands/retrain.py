@@ -96,6 +96,29 @@ from stream.kafka import KafkaUnavailable
     help="Most passes over the training windows (early stopping and the budget may end sooner).",
 )
 @click.option(
+    "--on-drift",
+    is_flag=True,
+    help="First wait until a worker's PSI alarm fires for the champion it serves (--metrics-url).",
+)
+@click.option(
+    "--metrics-url",
+    "metrics_urls",
+    multiple=True,
+    help="A worker's /metrics URL to watch with --on-drift (repeatable).",
+)
+@click.option(
+    "--drift-poll-s",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between two reads of the metrics with --on-drift.",
+)
+@click.option(
+    "--drift-wait-min",
+    type=click.FloatRange(min=0),
+    help="With --on-drift, give up after this long (exit 0, nothing retrained)  [default: wait]",
+)
+@click.option(
     "--announce/--report-only",
     default=True,
     show_default=True,
@@ -117,6 +140,10 @@ def retrain(
     horizon_min: float | None,
     max_train: int,
     epochs: float,
+    on_drift: bool,
+    metrics_urls: tuple[str, ...],
+    drift_poll_s: float,
+    drift_wait_min: float | None,
     announce: bool,
 ) -> None:
     from model.bundle import BundleError
@@ -126,8 +153,25 @@ def retrain(
     from stream.privacy import PrivacyError
     from stream.registry import read_state
 
+    if on_drift and not metrics_urls:
+        raise click.UsageError("--on-drift needs --metrics-url (a worker's /metrics)")
     settings = load_settings(bootstrap=bootstrap)
-    if last_hours is not None:
+    trigger: dict[str, object] = {}
+    if on_drift:
+        from stream.drift_trigger import wait_for_alarm
+
+        wait_s = drift_wait_min * 60 if drift_wait_min is not None else None
+        alarm = wait_for_alarm(metrics_urls, drift_poll_s, wait_s)
+        if alarm is None:
+            click.echo(json.dumps({"decision": "none", "reason": "no drift alarm"}))
+            return
+        click.echo(
+            f"drift alarm at {alarm.url}: champion {alarm.model_version}, PSI over the alarm "
+            f"threshold for {', '.join(alarm.features)}",
+            err=True,
+        )
+        trigger = {"drift_alarm": alarm.model_version, "features": list(alarm.features)}
+    if last_hours is not None:  # after any wait: the newest hours at the time of the retrain
         since_ms = int(time.time() * 1000 - last_hours * 3_600_000)
     try:
         state = read_state(settings)
@@ -155,6 +199,7 @@ def retrain(
             **result.figures,
             "suggested": result.decision,
             "candidate": str(result.candidate),
+            **({"trigger": trigger} if trigger else {}),
         }
         if decision != REPORT:
             lifecycle.promote(str(result.candidate), settings, decision, state=state)
