@@ -96,6 +96,13 @@ from stream.kafka import KafkaUnavailable
     help="Most passes over the training windows (early stopping and the budget may end sooner).",
 )
 @click.option(
+    "--linear",
+    type=click.Choice(["refit", "keep"]),
+    default="refit",
+    show_default=True,
+    help="A fused champion's linear parts: re-fitted on the new data first, or kept.",
+)
+@click.option(
     "--on-drift",
     is_flag=True,
     help="First wait until a worker's PSI alarm fires for the champion it serves (--metrics-url).",
@@ -140,6 +147,7 @@ def retrain(
     horizon_min: float | None,
     max_train: int,
     epochs: float,
+    linear: str,
     on_drift: bool,
     metrics_urls: tuple[str, ...],
     drift_poll_s: float,
@@ -191,7 +199,14 @@ def retrain(
             events = read_source_events(settings, events_file, fmt, since_ms, until_ms)
             data = label_for(champion_dir, events, horizon_min)
         result = retrain_data(
-            data, champion_dir, out, budget_min, margin, max_train=max_train, epochs=epochs
+            data,
+            champion_dir,
+            out,
+            budget_min,
+            margin,
+            max_train=max_train,
+            epochs=epochs,
+            linear=linear,
         )
         decision = result.decision if announce else REPORT
         version = json.loads((result.candidate / "bundle.json").read_text())["version"]
