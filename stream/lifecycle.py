@@ -156,6 +156,10 @@ def rollback(settings: Settings, role: str = CHAMPION) -> Announcement | None:
 
 def record_decision(settings: Settings, action: str, version: str, figures: dict[str, Any]) -> None:
     """Write one lifecycle decision (e.g. a retrain outcome) with its figures."""
+    from stream.topics import create_topics, default_topics
+
+    # a report-only retrain may be the first writer (no promotion created the topic yet)
+    create_topics(settings, [s for s in default_topics(settings) if s.compact])
     at = now_ms()
     RegistryWriter(settings).send(
         decision_key(version, at), decision_record(action, version, figures, at)
