@@ -207,7 +207,7 @@ def read_events_topic(
     settings: Settings, since_ms: int | None = None, until_ms: int | None = None
 ) -> list[dict[str, Any]]:
     """Valid events of the events topic with since <= ts < until, read up to its current end."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
     from schemas.validation import decode_event
     from stream.highwater import true_end_offsets
@@ -224,11 +224,14 @@ def read_events_topic(
     )
     events: list[dict[str, Any]] = []
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        try:  # a busy broker can take a while to answer metadata: wait, then fail in one line
+            meta = consumer.list_topics(topic, timeout=30).topics[topic]
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"events topic {topic!r}: {exc.args[0].str()}") from None
         if meta.error is not None:
             raise KafkaUnavailable(f"events topic {topic!r} is not available: {meta.error.str()}")
         parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-        reported = {tp: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+        reported = {tp: consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in parts}
         ends = {tp.partition: end for tp, end in true_end_offsets(settings, reported).items()}
         consumer.assign([TopicPartition(topic, p.partition, OFFSET_BEGINNING) for p in parts])
         positions: dict[int, int] = {}

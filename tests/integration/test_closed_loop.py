@@ -216,7 +216,7 @@ def closed_loop(
         new = report["version"]
         kept = (
             "decision", "test_windows", "test_positives", "pr_auc_candidate", "pr_auc_champion",
-            "pr_auc_diff", "pr_auc_diff_ci95", "n_train", "seconds",
+            "pr_auc_diff", "pr_auc_diff_ci95", "n_train", "linear", "train_stopped", "seconds",
         )  # fmt: skip
         figures["2_3_retrain"] = {k: report[k] for k in kept}
         if report["decision"] != "champion":  # a point win only: the operator promotes it
