@@ -15,9 +15,12 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from model.data import LabelledData
 
 CHAMPION, CHALLENGER, REPORT = "champion", "challenger", "report"
 
@@ -69,27 +72,69 @@ def retrain(
     horizon_min: float | None = None,
     seed: int = 0,
     max_train: int = 15000,
+    epochs: float = 3.0,
+    linear: str = "refit",
+    add_fusion: bool = False,
+    lr: float | None = None,
 ) -> RetrainResult:
     """Fine-tune a copy of the champion on `events`; evaluate both on the newest slice."""
+    from model.bundle import validate_bundle
+    from model.data import label_events
+
+    meta = validate_bundle(champion_dir)
+    horizon = horizon_min if horizon_min is not None else champion_horizon(meta)
+    data = label_events(list(events), horizon, tuple(meta.labels))
+    return retrain_data(
+        data, champion_dir, out_dir, budget_minutes, margin, seed, max_train, epochs, linear,
+        add_fusion, lr,
+    )  # fmt: skip
+
+
+def retrain_data(
+    data: LabelledData,
+    champion_dir: Path,
+    out_dir: Path,
+    budget_minutes: float = 5.0,
+    margin: float = 0.01,
+    seed: int = 0,
+    max_train: int = 15000,
+    epochs: float = 3.0,
+    linear: str = "refit",
+    add_fusion: bool = False,
+    lr: float | None = None,
+) -> RetrainResult:
+    """`retrain` on labelled windows (from events, or from outcomes: `outcome_data`).
+
+    linear="refit": a fused champion's linear parts (window aggregates, n-grams) are re-fitted on
+    the new train split and the [CLS] head starts at zero, as `train` starts (the candidate's
+    step 0 scores like that linear model; the encoder keeps the champion's weights). After a
+    drift the old linear weights point the wrong way, and fine-tuning moves them too slowly.
+    "keep": start from every champion weight. add_fusion: give an unfused champion the
+    aggregates part (how tests make a fused champion from the tiny bundle).
+    """
+    from dataclasses import replace
+
     import torch
 
     from model.bundle import MODEL_FILE, TOKENIZER_DIR, validate_bundle
-    from model.data import label_events
     from model.encoding import Encoder, EncodingConfig
     from model.export import export_bundle
     from model.metrics import pr_auc, roc_auc
     from model.prepared import prepare
+    from model.reference import reference_for_bundle
     from model.runtime import eager_from_script, load_tokenizer
     from model.train import NGRAM_BUCKETS, TrainConfig, score, train_model
 
+    if linear not in ("refit", "keep"):
+        raise ValueError("linear must be refit or keep")
     started = time.monotonic()
     meta = validate_bundle(champion_dir)
     encoding = EncodingConfig.from_dict(meta.encoding)
-    horizon = horizon_min if horizon_min is not None else _champion_horizon(meta)
-    data = label_events(list(events), horizon, tuple(meta.labels))
     test = data.split("test")
     if not test or not any(e.labels[0] for e in test):
         raise ValueError("the newest slice has no positive outcome: nothing to evaluate on")
+    if not data.split("train") or not data.split("val"):
+        raise ValueError("too little data: the train or validation slice is empty")
     script = torch.jit.load(str(champion_dir / MODEL_FILE), map_location="cpu")
     champion = eager_from_script(script, meta).eval()
     candidate = eager_from_script(script, meta)  # warm start: the champion's weights
@@ -99,17 +144,28 @@ def retrain(
         max_minutes=budget_minutes,
         seed=seed,
         max_train=max_train,
-        val_size=min(3000, max(100, max_train // 5)),
+        val_size=3000,
         eval_every=50,
-        patience=3,
+        patience=4,
         clock="wall",
+        epochs=epochs,
+        # calibration and export of a tiny model take seconds: keep a share, not train's 90 s
+        reserve_s=min(90.0, budget_minutes * 60 * 0.25),
     )
-    result = train_model(candidate, encoder, data, encoding.window, cfg)
+    if lr is not None:
+        cfg = replace(cfg, lr=lr, head_lr=max(lr, cfg.head_lr))
     fusion = champion.config.fusion_config()  # a fused champion scores with its own inputs
     buckets = fusion.ngram_buckets if fusion and fusion.ngram_buckets else NGRAM_BUCKETS
+    cache = Path(cfg.cache_dir)
+    train_prep = prepare(data, "train", encoder, encoding.window, buckets, cache)
+    val_prep = prepare(data, "val", encoder, encoding.window, buckets, cache)
+    linear_figures: dict[str, Any] = {}
+    if linear == "refit" and (fusion is not None or add_fusion):
+        candidate, linear_figures = refit_linear(candidate, train_prep, val_prep)
+    result = train_model(candidate, encoder, data, encoding.window, cfg, None, train_prep, val_prep)
     test_prep = prepare(data, "test", encoder, encoding.window, buckets, None)
     y = test_prep.y[:, 0]
-    cand = score(result.model, encoder, test_prep, fusion)[:, 0]
+    cand = score(result.model, encoder, test_prep, result.model.config.fusion_config())[:, 0]
     champ = score(champion, encoder, test_prep, fusion)[:, 0]
     diff, lo, hi = paired_bootstrap(y, cand, champ, pr_auc, seed=seed)
     decision = decide(lo, diff, margin)
@@ -126,9 +182,11 @@ def retrain(
         "margin": margin,
         "n_train": result.n_train,
         "n_val": result.n_val,
+        "linear": linear_figures or linear,
         "train_stopped": result.stopped,
         "seconds": round(time.monotonic() - started, 1),
         "cuts_ms": [data.cuts.t1, data.cuts.t2],
+        "source": data.fingerprint.get("source", "events"),
     }
     bundle = export_bundle(
         result.model,
@@ -140,10 +198,41 @@ def retrain(
         metrics={"retrain": figures, "best": result.best},
         save_checkpoint=False,
     )
+    reference_for_bundle(bundle, data, encoding.window)  # the candidate's own drift reference
     return RetrainResult(bundle, decision, figures)
 
 
-def _champion_horizon(meta: Any) -> float:
+def refit_linear(model: Any, train: Any, val: Any) -> tuple[Any, dict[str, Any]]:
+    """Fit the fused linear parts on the new train split (the champion's normaliser; an unfused
+    model gets an aggregates part); the [CLS] head starts at zero."""
+    from dataclasses import replace
+
+    from model.baselines import fit_sparse_logreg, ngram_matrix, wide_matrix
+    from model.fusion import FusionConfig, normalise, normaliser
+    from model.model import BehaviorBert
+    from model.train import warm_start
+
+    fusion = model.config.fusion_config()
+    if fusion is None:
+        mean, std = normaliser(train.raw)
+        fusion = FusionConfig(features=True, mean=mean, std=std)
+        fused = BehaviorBert(replace(model.config, fusion=fusion.to_dict()))
+        missing, _ = fused.load_state_dict(model.state_dict(), strict=False)
+        assert all(k.startswith(("feature_head", "wide")) for k in missing), missing
+        model = fused
+
+    def design(prep: Any) -> Any:
+        grams = [g if fusion.ngram_buckets else () for g in prep.grams]
+        return wide_matrix(normalise(prep.raw, fusion), ngram_matrix(grams, fusion.ngram_buckets))
+
+    fitted = fit_sparse_logreg(
+        "retrain_linear", design(train), train.y[:, 0], design(val), val.y[:, 0]
+    )
+    warm_start(model, fitted, fusion)
+    return model, {"refit": True, "val_pr_auc": round(fitted.val_pr_auc, 4)}
+
+
+def champion_horizon(meta: Any) -> float:
     fingerprint = meta.data_fingerprint or {}
     value = fingerprint.get("horizon_min")
     return float(value) if isinstance(value, int | float) else 30.0

@@ -62,6 +62,7 @@ def validate(
     """Every check, then the announcement to publish (PromotionRefused says what failed)."""
     from model.bundle import MODEL_FILE, BundleError, sha256_file, validate_bundle
     from model.export import PARITY_TOL, max_parity_diff, parity_batches
+    from model.model import ModelConfig
     from model.runtime import Runtime, eager_probabilities
 
     try:
@@ -81,9 +82,9 @@ def validate(
         runtime = Runtime.load(path, device="cpu")  # loads and warms up, like a worker
         vocab = int(meta.model["bert"]["vocab_size"])
         script: Any = runtime.module  # on the CPU: the TorchScript module itself
-        diff = max_parity_diff(
-            script, eager_probabilities(script, meta), parity_batches(vocab, [16])
-        )
+        fusion = None if "members" in meta.model else ModelConfig.from_dict(meta.model)
+        batches = parity_batches(vocab, [16], fusion=fusion.fusion_config() if fusion else None)
+        diff = max_parity_diff(script, eager_probabilities(script, meta), batches)
     except (BundleError, KeyError, RuntimeError, ValueError, TypeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PromotionRefused(f"the bundle does not run: {reason}") from None
@@ -155,6 +156,10 @@ def rollback(settings: Settings, role: str = CHAMPION) -> Announcement | None:
 
 def record_decision(settings: Settings, action: str, version: str, figures: dict[str, Any]) -> None:
     """Write one lifecycle decision (e.g. a retrain outcome) with its figures."""
+    from stream.topics import create_topics, default_topics
+
+    # a report-only retrain may be the first writer (no promotion created the topic yet)
+    create_topics(settings, [s for s in default_topics(settings) if s.compact])
     at = now_ms()
     RegistryWriter(settings).send(
         decision_key(version, at), decision_record(action, version, figures, at)
@@ -202,7 +207,7 @@ def read_events_topic(
     settings: Settings, since_ms: int | None = None, until_ms: int | None = None
 ) -> list[dict[str, Any]]:
     """Valid events of the events topic with since <= ts < until, read up to its current end."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
     from schemas.validation import decode_event
     from stream.highwater import true_end_offsets
@@ -219,11 +224,14 @@ def read_events_topic(
     )
     events: list[dict[str, Any]] = []
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        try:  # a busy broker can take a while to answer metadata: wait, then fail in one line
+            meta = consumer.list_topics(topic, timeout=30).topics[topic]
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"events topic {topic!r}: {exc.args[0].str()}") from None
         if meta.error is not None:
             raise KafkaUnavailable(f"events topic {topic!r} is not available: {meta.error.str()}")
         parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-        reported = {tp: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+        reported = {tp: consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in parts}
         ends = {tp.partition: end for tp, end in true_end_offsets(settings, reported).items()}
         consumer.assign([TopicPartition(topic, p.partition, OFFSET_BEGINNING) for p in parts])
         positions: dict[int, int] = {}
