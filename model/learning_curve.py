@@ -57,7 +57,9 @@ def curve_rows(
     name, base_scores = baseline
     rows = []
     for point in torch.load(bundle / CURVE_FILE, map_location="cpu", weights_only=True):
-        model.load_state_dict(point["state"], strict=False)
+        loaded = model.load_state_dict(point["state"], strict=False)
+        if loaded.unexpected_keys:
+            raise ValueError(f"{CURVE_FILE} does not fit the model: {loaded.unexpected_keys[:3]}")
         logits = score(model, runtime.encoder, prep, fusion)[:, 0]
         diff, lo, hi = paired_bootstrap(y, logits, base_scores, pr_auc, n_boot, seed)
         rows.append(

@@ -54,7 +54,7 @@ class TrainConfig:
     pos_frac: float = 0.35  # share of positives in the training sample when balanced
     val_size: int = 3000
     eval_every: int = 300  # steps
-    patience: int = 4  # evaluations without val PR-AUC gain
+    patience: int = 4  # evaluations without val PR-AUC gain (0: no early stopping)
     average_top: int = 3  # average the weights of the k best checkpoints if val prefers it
     recent_frac: float = 1.0  # sample from the most recent share of train prefixes
     layers: int | None = 3  # keep only the base model's first N layers (None: all)
@@ -263,15 +263,19 @@ def progress(total: int) -> Any:
     return tqdm(total=total, desc="train", unit="step", mininterval=2.0)
 
 
+def thousands(n: int) -> str:
+    """A window count as the curve labels it: 256, 5k, 57k."""
+    return f"{round(n / 1000)}k" if n >= 1000 else str(n)
+
+
 def curve_points(cfg: TrainConfig, n_train: int) -> list[tuple[str, int]]:
     """Learning-curve snapshot points (label, windows seen), smallest first.
 
     >>> curve_points(TrainConfig(curve=(5000, 15000)), 10000)
     [('5k', 5000), ('1 epoch (10k)', 10000), ('2 epochs', 20000)]
     """
-    count = lambda n: f"{round(n / 1000)}k" if n >= 1000 else str(n)  # noqa: E731
-    points = {n: count(n) for n in cfg.curve if n < n_train}
-    points[n_train] = f"1 epoch ({count(n_train)})"
+    points = {n: thousands(n) for n in cfg.curve if n < n_train}
+    points[n_train] = f"1 epoch ({thousands(n_train)})"
     points.setdefault(2 * n_train, "2 epochs")
     return [(label, n) for n, label in sorted(points.items())]
 
@@ -347,7 +351,8 @@ def train_model(
     )
     checkpoints = Checkpoints(cfg.average_top)
     best_pr, bad_evals, step, seen = -1.0, 0, 0, 0
-    snapshots = curve_points(cfg, len(train.examples))
+    # opacus renames the parameters, and DP runs are not what the curve is about
+    snapshots = [] if dp else curve_points(cfg, len(train.examples))
     bar = progress(total)
     last_loss = float("nan")
 
@@ -374,7 +379,7 @@ def train_model(
             result.best = {"step": step, "windows": seen, "val_pr_auc": pr, "val_auc": auc}
         else:
             bad_evals += 1
-        if bad_evals >= cfg.patience:
+        if cfg.patience and bad_evals >= cfg.patience:
             result.stopped = f"early stop at step {step}"
         val_cost[0] = loop_budget.wall() - started
 
@@ -421,6 +426,12 @@ def train_model(
         epoch += 1
     if bar is not None:
         bar.close()
+    if not dp and seen and (not result.curve or result.curve[-1]["windows"] < seen):
+        # where training stopped (early stop or budget) is a point of the curve too
+        result.curve.append(
+            {"label": f"end of training ({thousands(seen)})", "windows": seen, "step": step,
+             "state": trainable_state(model)}
+        )  # fmt: skip
     result.windows_seen = seen
     result.train_loop_s = loop_budget.wall()
     if dp and loader is not None:

@@ -219,6 +219,13 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option(
+    "--patience",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="Validations without a val PR-AUC gain before training stops (0: never stop early).",
+)
+@click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,

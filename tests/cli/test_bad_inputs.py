@@ -188,6 +188,11 @@ TABLE: list[tuple[str, int, str]] = [
     ("train --data {jsonl} --out {tmp}/b --lr -1", 2, r"'--lr': -1.0 is not in the range x>0"),
     ("train --data {jsonl} --out {tmp}/b --init random", 2, r"'--init': 'random' is not one of"),
     (
+        "train --data {jsonl} --out {tmp}/b --patience -1",
+        2,
+        r"'--patience': -1 is not in the range",
+    ),
+    (
         "train --data {jsonl} --out {tmp}/b --threads 0",
         2,
         r"'--threads': 0 is not in the range x>=1",
