@@ -32,10 +32,10 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from stream.batching import Target, model_inputs
+from stream.intake import Target, model_inputs
 from stream.kafka import KafkaUnavailable
 from stream.metrics import Metrics
-from stream.publish import OutRecord, build_prediction, encode_prediction
+from stream.outputs import OutRecord, build_prediction, encode_prediction
 from stream.registry import (
     CHALLENGER,
     CHAMPION,

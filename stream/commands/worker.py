@@ -156,10 +156,13 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     import faust
 
     from stream import highwater, logthrottle, recovery, rejoin
-    from stream.app import create_app
+    from stream.app import create_app, open_store
     from stream.erasure import install_erasure
+    from stream.inference import Inference
     from stream.kafka import KafkaUnavailable
+    from stream.publish import Publisher
     from stream.quality import install_quality
+    from stream.store import WindowStore
     from stream.threads import AdaptiveThreads
     from stream.upkeep import install_timers
     from stream.worker import StreamWorker
@@ -174,8 +177,13 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     sapp = create_app(settings, partitions)
     highwater.install(sapp.app.consumer, settings)
     model = AdaptiveThreads(runtime, fixed=settings.torch_threads, on_change=metrics.threads.set)
+    publisher = Publisher(sapp.app)
+    store = open_store(WindowStore, sapp.windows, settings, publisher)
+    inference = Inference(
+        settings, metrics, model, pseudonymizer.key_id, _explainer(settings, runtime)
+    )
     worker = StreamWorker(
-        settings, sapp, model, pseudonymizer, metrics, _explainer(settings, runtime)
+        settings, store, publisher, inference, pseudonymizer, metrics, sapp.app.crash
     )
 
     async def consume(stream: Any) -> None:
@@ -183,25 +191,25 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
 
     sapp.app.agent(sapp.events, name="bstream.consume")(consume)
     swapper = _swapper(settings, sapp, worker, metrics, startup)
-    assert worker.publisher is not None
-    quality = install_quality(
-        sapp, settings, metrics, worker.publisher, runtime, pseudonymizer.key_id
-    )
+    quality = install_quality(sapp, settings, metrics, publisher, runtime, pseudonymizer.key_id)
     worker.quality = quality
-    install_timers(sapp, settings, metrics, worker.next_offset, worker.publisher)
+    install_timers(sapp, settings, metrics, worker.next_offset, store)
     rejoin.install(
         sapp.app,
         worker.next_offset,
         sapp.events.get_topic_name(),
-        sapp.windows.changelog_topic.get_topic_name(),
+        store.changelog_topic,
         rejoin.topic_checker(settings),
     )
-    changelog = sapp.windows.changelog_topic.get_topic_name()
     recovery.install(
-        sapp.app, changelog, metrics, settings.recovery_stall_s, settings.recovery_stall_action
+        sapp.app,
+        store.changelog_topic,
+        metrics,
+        settings.recovery_stall_s,
+        settings.recovery_stall_action,
     )
     try:
-        eraser = install_erasure(sapp, settings, pseudonymizer, metrics, worker.publisher)
+        eraser = install_erasure(sapp, settings, pseudonymizer, metrics, publisher, store)
         eraser.quality = quality  # erasure removes pending outcomes too
     except KafkaUnavailable as exc:
         raise click.ClickException(str(exc)) from None
@@ -214,7 +222,7 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
         if swapper is not None:
             swapper.close()
         eraser.close()
-        worker.executor.shutdown(wait=False, cancel_futures=True)
+        inference.executor.shutdown(wait=False, cancel_futures=True)
 
 
 @click.command(
