@@ -17,9 +17,6 @@ import os
 import socket
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-
-from stream.app import StreamApp
 from stream.clock import now_ms
 from stream.control import (
     HORIZON_S,
@@ -32,14 +29,15 @@ from stream.control import (
     parse_record,
     record_key,
 )
-from stream.highwater import true_end_offsets
-from stream.kafka import KafkaUnavailable, client_config
+from stream.kafka import KafkaUnavailable
+from stream.kafka.app import StreamApp
+from stream.kafka.clients import assigned_reader, end_offsets
+from stream.kafka.publish import Publisher
+from stream.kafka.store import WindowStore
 from stream.metrics import Metrics
 from stream.outputs import OutRecord
 from stream.privacy import Pseudonymizer
-from stream.publish import Publisher
 from stream.settings import Settings
-from stream.store import WindowStore
 from stream.upkeep import active_partitions
 
 log = logging.getLogger("bstream.erasure")
@@ -138,32 +136,14 @@ class EraseAgent(Eraser):
 
 
 def _control_consumer(settings: Settings) -> tuple[Any, dict[int, int]]:
-    """A consumer assigned to every control partition from the start, and their end offsets."""
-
-    topic = settings.control_topic
-    conf = {
-        **client_config(settings),
-        "group.id": f"{settings.app_id}-control",  # never joined: partitions are assigned
-        "enable.auto.commit": False,
-    }
-    consumer = Consumer(conf)
+    """A reader of every control partition from the start, and their end offsets."""
+    group = f"{settings.app_id}-control"  # never joined: partitions are assigned
+    consumer = assigned_reader(settings, settings.control_topic, group)
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        if meta.error is not None:
-            raise KafkaUnavailable(f"control topic {topic!r} is not available: {meta.error.str()}")
-        parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-        reported = {tp: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
-    except KafkaException as exc:
-        consumer.close()
-        raise KafkaUnavailable(
-            f"cannot read control topic {topic!r}: {exc.args[0].str()}"
-        ) from None
+        return consumer, end_offsets(settings, consumer)
     except KafkaUnavailable:
         consumer.close()
         raise
-    ends = true_end_offsets(settings, reported)
-    consumer.assign([TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in parts])
-    return consumer, {tp.partition: end for tp, end in ends.items()}
 
 
 def install_erasure(

@@ -3,7 +3,7 @@
 A consumed batch is read into items (one valid event, keyed by its user's pseudonym) and dead
 letters (`read_batch`); the items are coalesced to one update per changed user (`plan_groups`);
 each update gives the user's next window (`next_window`), the pure half of the window write that
-`stream.worker` then stores through `stream.store.WindowStore`.
+`stream.worker` then stores through `stream.kafka.store.WindowStore`.
 
 >>> items = [Item(b"a", (1, 0, "i", None, None, "x"), 0, 1.0, 0),
 ...          Item(b"a", (2, 0, "j", None, None, "y"), 0, 2.0, 1)]

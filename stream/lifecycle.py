@@ -125,7 +125,7 @@ def promote(
 
 def announce(settings: Settings, made: Announcement) -> None:
     """Write an announcement (the topic is created if missing)."""
-    from stream.topics import create_topics, default_topics
+    from stream.kafka.topics import create_topics, default_topics
 
     create_topics(settings, [s for s in default_topics(settings) if s.compact])
     RegistryWriter(settings).send(made.role.encode(), encode(made))
@@ -205,8 +205,8 @@ def read_events_topic(
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     from schemas.validation import decode_event
-    from stream.highwater import true_end_offsets
     from stream.kafka import KafkaUnavailable, check_reachable, client_config
+    from stream.kafka.highwater import true_end_offsets
 
     check_reachable(settings.bootstrap)
     topic = settings.events_topic

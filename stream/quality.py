@@ -21,7 +21,9 @@ import click
 import orjson
 
 from model.drift import FEATURES, DriftMonitor, load_reference
-from stream.app import PinnedTable, StreamApp, open_store
+from stream.kafka.app import PinnedTable, StreamApp, open_store
+from stream.kafka.publish import OutRecord, Publisher
+from stream.kafka.store import TableStore
 from stream.metrics import Metrics
 from stream.online_metrics import OnlineQuality
 from stream.outcomes import (
@@ -33,10 +35,8 @@ from stream.outcomes import (
     pending_from_prediction,
     remember,
 )
-from stream.publish import OutRecord, Publisher
 from stream.quality_metrics import FIGURES
 from stream.settings import Settings
-from stream.store import TableStore
 from stream.windows import EVENT_TYPES, TYPE_CODES
 
 log = logging.getLogger("bstream.quality")

@@ -26,11 +26,11 @@ import orjson
 from stream.control import EraseDone, EraseRequest
 from stream.erasure import Eraser
 from stream.inference import Explaining, Inference, Model
+from stream.kafka.store import WindowStore
 from stream.metrics import Metrics
 from stream.outputs import OutRecord, headers_dict
 from stream.privacy import Pseudonymizer
 from stream.settings import Settings
-from stream.store import WindowStore
 from stream.upkeep import expire_idle
 from stream.worker import StreamWorker
 

@@ -8,10 +8,10 @@ import logging
 from typing import Any
 
 from stream import clock
-from stream.app import StreamApp
+from stream.kafka.app import StreamApp
+from stream.kafka.store import WindowStore
 from stream.metrics import Metrics
 from stream.settings import Settings
-from stream.store import WindowStore
 
 log = logging.getLogger("bstream.upkeep")
 HEALTH_INTERVAL_S = 1.0

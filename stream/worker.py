@@ -1,7 +1,7 @@
 """The stream worker, a Faust shell: take events, hold their offsets, run jobs, stop on failure.
 
-It orders the steps of docs/DESIGN.md, "The path of one event": `stream.intake`, `stream.store`,
-`stream.inference`, `stream.outputs`.
+It orders the steps of docs/DESIGN.md, "The path of one event": `stream.intake`,
+`stream.kafka.store`, `stream.inference`, `stream.outputs`.
 
 Delivery (at-least-once): each valid record's message gets an extra reference before the batch body
 returns, so `take_events` acking it does not make its offset committable; the reference is released
@@ -37,11 +37,11 @@ from stream.intake import (
     plan_groups,
     read_batch,
 )
+from stream.kafka.store import Sink, WindowStore
 from stream.metrics import Metrics
 from stream.outputs import DeadLetter, OutRecord, dlq_records, inference_letter
 from stream.privacy import Pseudonymizer
 from stream.settings import Settings
-from stream.store import Sink, WindowStore
 from stream.windows import EVENT_TYPES, unchanged
 
 log = logging.getLogger("bstream.worker")

@@ -20,7 +20,7 @@ log = logging.getLogger("bstream.worker")
 def _ensure_topics(settings: Settings) -> int:
     """Create missing topics; return the events topic's partition count (windows follow it)."""
     from stream.kafka import topic_partitions
-    from stream.topics import create_topics, default_topics
+    from stream.kafka.topics import create_topics, default_topics
 
     found = topic_partitions(settings, [settings.events_topic], timeout=10)
     partitions = found.get(settings.events_topic, settings.partitions)
@@ -153,16 +153,14 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
 
 
 def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, server: Any) -> None:
-    import faust
-
-    from stream import highwater, logthrottle, recovery, rejoin
-    from stream.app import create_app, open_store
+    from stream import logthrottle
     from stream.erasure import install_erasure
     from stream.inference import Inference
-    from stream.kafka import KafkaUnavailable
-    from stream.publish import Publisher
+    from stream.kafka import KafkaUnavailable, highwater, recovery, rejoin
+    from stream.kafka.app import create_app, open_store, run_app
+    from stream.kafka.publish import Publisher
+    from stream.kafka.store import WindowStore
     from stream.quality import install_quality
-    from stream.store import WindowStore
     from stream.threads import AdaptiveThreads
     from stream.upkeep import install_timers
     from stream.worker import StreamWorker
@@ -217,7 +215,7 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     click.echo(line, err=True)
     logthrottle.install()  # a broker outage: a few clear lines, not ~60 client errors a second
     try:
-        faust.Worker(sapp.app, loglevel=loglevel, quiet=True).execute_from_commandline()
+        run_app(sapp, loglevel)
     finally:
         if swapper is not None:
             swapper.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.broker import EmbeddedBroker, free_port
+from stream.kafka.broker import EmbeddedBroker, free_port
 from tests.faults import faultinject
 from tests.faults.support import (
     Expected,

@@ -7,7 +7,7 @@ from pathlib import Path
 import faust
 import pytest
 
-from stream.app import (
+from stream.kafka.app import (
     PartitionNotPinned,
     PinnedTable,
     broker_credentials,
@@ -15,8 +15,8 @@ from stream.app import (
     create_app,
     open_store,
 )
+from stream.kafka.store import WindowStore
 from stream.settings import Settings
-from stream.store import WindowStore
 from stream.windows import Window, decode_window
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from schemas.validation import DLQ_SCHEMA, check
+from stream.kafka.publish import group_by_partition, key_partition
 from stream.outputs import INFERENCE_FAILED, DeadLetter, dlq_headers, dlq_records, headers_dict
-from stream.publish import group_by_partition, key_partition
 
 
 def test_headers_carry_reason_and_source_position() -> None:

@@ -18,9 +18,9 @@ import faust
 from faust import streams as faust_streams
 from faust.types import EventT, TopicT
 
-from stream import faustpatch, recovery
+from stream.kafka import faustpatch, recovery
+from stream.kafka.store import Sink, TableStore
 from stream.settings import Settings
-from stream.store import Sink, TableStore
 
 WINDOWS_TABLE = "windows"
 S = TypeVar("S", bound=TableStore)
@@ -33,7 +33,7 @@ class PartitionNotPinned(RuntimeError):
 class PinnedTable(faust.Table):  # type: ignore[misc]
     """A Table whose changelog records go to the partition the writer names.
 
-    The worker writes through `stream.store` (one producer batch per partition for all the
+    The worker writes through `stream.kafka.store` (one producer batch per partition for all the
     changelog records of a job, handed over with its predictions): Faust's own write path
     (`table[key] = value`) costs a future, a buffer entry and a producer call per key, the largest
     share of the event loop after the consumer (profiled). That path still works for keys pinned
@@ -162,3 +162,8 @@ def open_store(kind: type[S], table: PinnedTable, settings: Settings, sink: Sink
     """A store over a Faust table: its local data, its changelog topic, the RocksDB binding."""
     bind = None if settings.store.startswith("memory:") else as_current_event
     return kind(table.data, table.changelog_topic.get_topic_name(), sink, bind)
+
+
+def run_app(sapp: StreamApp, loglevel: str = "info") -> None:
+    """Run the app's Faust worker until SIGTERM/SIGINT."""
+    faust.Worker(sapp.app, loglevel=loglevel, quiet=True).execute_from_commandline()

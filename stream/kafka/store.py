@@ -4,9 +4,9 @@ The worker, upkeep and erasure change windows only through `WindowStore`; `strea
 its outcomes table in a `TableStore`. Each write changes the local store and returns its changelog
 record (key, value or tombstone, the key's events partition), which the caller hands to `publish`
 with the rest of its batch, in order. A record put before a later removal of its key is dropped on
-the way (`still_current`), so the tombstone stays last. The Kafka side (a Faust table's store, its
-changelog topic, the RocksDB binding) is built in `stream.app.open_store`; a plain dict serves as
-the store in-process (`stream.testing`).
+the way (`still_current`), so the tombstone stays last. Over a Faust table (its store, changelog
+topic and RocksDB binding) it is built by `stream.kafka.app.open_store`; in process
+(`stream.testing`) a plain dict serves as the store.
 
 >>> store = WindowStore({}, "windows-changelog", sink=None)
 >>> record = store.put(b"u", Window(2, 10, ((5, 0, "i", None, None, "e"),)))
