@@ -41,7 +41,7 @@ class Event(Protocol):
     """A consumed event as the worker holds it (a Faust `EventT`): its message, and its ack."""
 
     @property
-    def message(self) -> Any: ...  # a Message (stream.intake) that also counts references
+    def message(self) -> Any: ...  # a Message that also counts references (incref)
 
     def ack(self) -> bool: ...
 
