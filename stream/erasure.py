@@ -17,9 +17,6 @@ import os
 import socket
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-
-from stream.app import StreamApp
 from stream.clock import now_ms
 from stream.control import (
     HORIZON_S,
@@ -32,21 +29,57 @@ from stream.control import (
     parse_record,
     record_key,
 )
-from stream.highwater import true_end_offsets
-from stream.kafka import KafkaUnavailable, client_config
+from stream.kafka import KafkaUnavailable
+from stream.kafka.app import StreamApp
+from stream.kafka.clients import assigned_reader, end_offsets
+from stream.kafka.publish import Publisher
+from stream.kafka.store import WindowStore
 from stream.metrics import Metrics
+from stream.outputs import OutRecord
 from stream.privacy import Pseudonymizer
-from stream.publish import OutRecord, Publisher
 from stream.settings import Settings
 from stream.upkeep import active_partitions
-from stream.windows import decode_window
 
 log = logging.getLogger("bstream.erasure")
 POLL_INTERVAL_S = 0.25
 MAX_RECORDS = 5000  # per poll: a long control topic replays quickly at start
 
 
-class EraseAgent:
+class Eraser:
+    """Applies one erase request to the windows this worker owns (no Kafka: see stream.testing)."""
+
+    def __init__(self, store: WindowStore, pseudonymizer: Pseudonymizer, metrics: Metrics) -> None:
+        self.store, self.pseudo, self.metrics = store, pseudonymizer, metrics
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.quality: Any = None  # stream.quality.Quality: its pending outcomes are erased too
+
+    def apply(
+        self, request: EraseRequest, partitions: list[int], tombstones: list[OutRecord]
+    ) -> EraseDone:
+        """Erase the user's window if it lives in `partitions` (adding its tombstone); confirm."""
+        user = self.pseudo(request.user_id)
+        key = user.encode()
+        tombstone = self.store.remove(key, owned=partitions)
+        if self.quality is not None and self.quality.forget(key, partitions):
+            log.info("erased the pending outcomes of user %s...", user[:12])
+        erased = tombstone is not None
+        if tombstone is not None:
+            tombstones.append(tombstone)  # to the window's own changelog partition
+            self.metrics.erasures.inc()
+            self.metrics.active_windows.dec()
+            log.info("erased the window of user %s... (request %s)", user[:12], request.request_id)
+        return EraseDone(
+            request.request_id,
+            user,
+            self.pseudo.key_id,
+            erased,
+            tuple(partitions),
+            self.worker_id,
+            now_ms(),
+        )
+
+
+class EraseAgent(Eraser):
     """Applies erase requests from the control topic to the windows this worker owns."""
 
     def __init__(
@@ -56,15 +89,13 @@ class EraseAgent:
         pseudonymizer: Pseudonymizer,
         metrics: Metrics,
         publisher: Publisher,
+        store: WindowStore,
     ) -> None:
-        self.settings, self.sapp, self.pseudo = settings, sapp, pseudonymizer
-        self.metrics, self.publisher = metrics, publisher
+        super().__init__(store, pseudonymizer, metrics)
+        self.settings, self.sapp, self.publisher = settings, sapp, publisher
         self.ledger = Ledger(sapp.partitions, HORIZON_S * 1000)
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.consumer, self.ends = _control_consumer(settings)
         self.positions: dict[int, int] = {}
-        self.changelog_topic = sapp.windows.changelog_topic.get_topic_name()
-        self.quality: Any = None  # stream.quality.Quality: its pending outcomes are erased too
 
     def poll(self) -> None:
         """Take in what the consumer has fetched so far (never blocks the event loop)."""
@@ -89,7 +120,7 @@ class EraseAgent:
         tombstones: list[OutRecord] = []
         confirmations = [self.apply(request, parts, tombstones) for request, parts in due]
         if confirmations:
-            acks = await self.publisher.enqueue(self.changelog_topic, tombstones)
+            acks = await self.store.publish(tombstones)
             if self.quality is not None:
                 await self.quality.flush()
             await asyncio.gather(*acks)  # the tombstones are durable before we confirm
@@ -100,65 +131,19 @@ class EraseAgent:
         for done in confirmations:  # only once published: a failed send is retried next tick
             self.ledger.mark(done.request_id, done.partitions)
 
-    def apply(
-        self, request: EraseRequest, partitions: list[int], tombstones: list[OutRecord]
-    ) -> EraseDone:
-        """Erase the user's window if it lives in `partitions` (adding its tombstone); confirm."""
-        user = self.pseudo(request.user_id)
-        key = user.encode()
-        stored = self.sapp.windows.data.get(key)
-        partition = decode_window(stored).partition if stored is not None else -1
-        # Only the owner deletes: a standby copy of another worker's partition is left to its owner.
-        tombstone = self.sapp.windows.remove(key, partition) if partition in partitions else None
-        if self.quality is not None and self.quality.forget(key, partitions):
-            log.info("erased the pending outcomes of user %s...", user[:12])
-        erased = tombstone is not None
-        if tombstone is not None:
-            tombstones.append(tombstone)  # to the window's own changelog partition
-            self.metrics.erasures.inc()
-            self.metrics.active_windows.dec()
-            log.info("erased the window of user %s... (request %s)", user[:12], request.request_id)
-        return EraseDone(
-            request.request_id,
-            user,
-            self.pseudo.key_id,
-            erased,
-            tuple(partitions),
-            self.worker_id,
-            now_ms(),
-        )
-
     def close(self) -> None:
         self.consumer.close()
 
 
 def _control_consumer(settings: Settings) -> tuple[Any, dict[int, int]]:
-    """A consumer assigned to every control partition from the start, and their end offsets."""
-
-    topic = settings.control_topic
-    conf = {
-        **client_config(settings),
-        "group.id": f"{settings.app_id}-control",  # never joined: partitions are assigned
-        "enable.auto.commit": False,
-    }
-    consumer = Consumer(conf)
+    """A reader of every control partition from the start, and their end offsets."""
+    group = f"{settings.app_id}-control"  # never joined: partitions are assigned
+    consumer = assigned_reader(settings, settings.control_topic, group)
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        if meta.error is not None:
-            raise KafkaUnavailable(f"control topic {topic!r} is not available: {meta.error.str()}")
-        parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-        reported = {tp: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
-    except KafkaException as exc:
-        consumer.close()
-        raise KafkaUnavailable(
-            f"cannot read control topic {topic!r}: {exc.args[0].str()}"
-        ) from None
+        return consumer, end_offsets(settings, consumer)
     except KafkaUnavailable:
         consumer.close()
         raise
-    ends = true_end_offsets(settings, reported)
-    consumer.assign([TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in parts])
-    return consumer, {tp.partition: end for tp, end in ends.items()}
 
 
 def install_erasure(
@@ -167,9 +152,10 @@ def install_erasure(
     pseudonymizer: Pseudonymizer,
     metrics: Metrics,
     publisher: Publisher,
+    store: WindowStore,
 ) -> EraseAgent:
     """Create the agent and register its timer on the Faust app; close() it on shutdown."""
-    agent = EraseAgent(settings, sapp, pseudonymizer, metrics, publisher)
+    agent = EraseAgent(settings, sapp, pseudonymizer, metrics, publisher, store)
 
     @sapp.app.timer(POLL_INTERVAL_S, name="bstream.erasure")
     async def erasure() -> None:

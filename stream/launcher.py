@@ -22,7 +22,7 @@ from types import TracebackType
 
 import orjson
 
-from stream.broker import free_port
+from stream.kafka.broker import free_port
 
 BSTREAM = Path(sys.executable).parent / "bstream"
 

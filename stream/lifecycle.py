@@ -126,7 +126,7 @@ def promote(
 
 def announce(settings: Settings, made: Announcement) -> None:
     """Write an announcement (the topic is created if missing)."""
-    from stream.topics import create_topics, default_topics
+    from stream.kafka.topics import create_topics, default_topics
 
     create_topics(settings, [s for s in default_topics(settings) if s.compact])
     RegistryWriter(settings).send(made.role.encode(), encode(made))
@@ -156,7 +156,7 @@ def rollback(settings: Settings, role: str = CHAMPION) -> Announcement | None:
 
 def record_decision(settings: Settings, action: str, version: str, figures: dict[str, Any]) -> None:
     """Write one lifecycle decision (e.g. a retrain outcome) with its figures."""
-    from stream.topics import create_topics, default_topics
+    from stream.kafka.topics import create_topics, default_topics
 
     # a report-only retrain may be the first writer (no promotion created the topic yet)
     create_topics(settings, [s for s in default_topics(settings) if s.compact])
@@ -210,8 +210,8 @@ def read_events_topic(
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
     from schemas.validation import decode_event
-    from stream.highwater import true_end_offsets
     from stream.kafka import KafkaUnavailable, check_reachable, client_config
+    from stream.kafka.highwater import true_end_offsets
 
     check_reachable(settings.bootstrap)
     topic = settings.events_topic

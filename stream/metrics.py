@@ -56,7 +56,7 @@ class Health:
     partitions_assigned: int = 0
     broker_up: bool = False
     model_version: str = ""
-    recovery: dict[str, Any] = field(default_factory=dict)  # stream/recovery.py health_detail
+    recovery: dict[str, Any] = field(default_factory=dict)  # stream/kafka/recovery.py health_detail
     instance_id: str = ""  # launchers compare it with the process they started
     pid: int = 0
     lifecycle: dict[str, Any] | None = None  # registry/hot-swap details (stream/modelswap.py)
@@ -142,7 +142,7 @@ class Metrics:
             "bstream_ready", "1 when the model is loaded and partitions assigned", registry=r
         )
         self.broker_up = Gauge("bstream_broker_up", "1 when the broker is reachable", registry=r)
-        # changelog recovery (stream/recovery.py)
+        # changelog recovery (stream/kafka/recovery.py)
         self.recovery_remaining = Gauge(
             "bstream_recovery_remaining_offsets",
             "Changelog offsets left to restore per partition (0 when not recovering)",

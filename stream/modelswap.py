@@ -4,7 +4,7 @@ A worker starts on the registry's champion (its --model bundle is the fallback),
 models topic on a Faust timer. A new champion is loaded on a thread of its own (sha256 of model.ts
 checked against the announcement, labels and window checked, then `Runtime.load`, which warms every
 length bucket up) while the old model keeps serving. The swap itself is one assignment on the event
-loop: `StreamWorker.predict` takes the model once per batch, so the batch in flight finishes on the
+loop: `Inference.predict` takes the model once per batch, so the batch in flight finishes on the
 old model and the next batch is the first on the new one. Nothing is re-consumed or skipped, and
 each partition's predictions change version once, in batch order. A failed load or warm-up leaves
 the old model serving: one log line, `bstream_model_swaps_total{outcome="failed"}` and the error in
@@ -32,10 +32,10 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from stream.batching import Target, model_inputs
+from stream.intake import Target, model_inputs
 from stream.kafka import KafkaUnavailable
 from stream.metrics import Metrics
-from stream.publish import OutRecord, build_prediction, encode_prediction
+from stream.outputs import OutRecord, build_prediction, encode_prediction
 from stream.registry import (
     CHALLENGER,
     CHAMPION,

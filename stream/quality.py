@@ -21,7 +21,9 @@ import click
 import orjson
 
 from model.drift import FEATURES, DriftMonitor, load_reference
-from stream.app import PinnedTable, StreamApp, as_current_event
+from stream.kafka.app import PinnedTable, StreamApp, open_store
+from stream.kafka.publish import OutRecord, Publisher
+from stream.kafka.store import TableStore
 from stream.metrics import Metrics
 from stream.online_metrics import OnlineQuality
 from stream.outcomes import (
@@ -33,7 +35,6 @@ from stream.outcomes import (
     pending_from_prediction,
     remember,
 )
-from stream.publish import OutRecord, Publisher
 from stream.quality_metrics import FIGURES
 from stream.settings import Settings
 from stream.windows import EVENT_TYPES, TYPE_CODES
@@ -82,7 +83,7 @@ class Quality:
     def __init__(
         self,
         settings: Settings,
-        table: PinnedTable,
+        table: TableStore,
         publisher: Publisher,
         metrics: Metrics,
         model_version: str,
@@ -93,8 +94,6 @@ class Quality:
         offline_pr_auc: float | None = None,
     ) -> None:
         self.settings, self.table, self.publisher = settings, table, publisher
-        self.in_memory = settings.store.startswith("memory:")
-        self.changelog_topic = table.changelog_topic.get_topic_name()
         self.version, self.primary, self.horizon_ms = model_version, labels[0], horizon_ms
         self.key_id = key_id
         self.gauges = metrics.quality
@@ -118,7 +117,7 @@ class Quality:
         by_partition = {e.message.partition: e for e in job.events}
         for target, entries in zip(job.targets, job.entries, strict=True):
             key, window = target.key, target.window
-            raw = self.table.data.get(key)
+            raw = self.table.raw(key)
             state = decode_pending(raw) if raw is not None else None
             if state is not None and state.pending:
                 done = observe(state, [(e[0], EVENT_TYPES[e[1]], e[5]) for e in entries])
@@ -146,20 +145,14 @@ class Quality:
                         self.gauges.dropped.labels(model_version=pending.model_version).inc(dropped)
             if state is not None and encode_pending(state) != raw:  # settled, labelled or added
                 state.seen_ms = stamp
+                value, partition = encode_pending(state), state.partition
                 changelog.append(
-                    self._put(key, encode_pending(state), state.partition, by_partition)
+                    self.table.put_raw(key, value, partition, by_partition.get(partition))
                 )
         self.gauges.pending.set(max(0, self.pending_count))
-        acks = await self.publisher.enqueue(self.changelog_topic, changelog)
+        acks = await self.table.publish(changelog)
         acks += await self.publisher.enqueue(self.settings.outcomes_topic, outcomes)
         return acks
-
-    def _put(self, key: bytes, value: bytes, partition: int, events: dict[int, Any]) -> OutRecord:
-        event = events.get(partition)
-        if self.in_memory or event is None:
-            return self.table.put(key, value, partition)
-        with as_current_event(event):  # RocksDB picks the partition's database from the event
-            return self.table.put(key, value, partition)
 
     def _count(self, version: str, outcome: dict[str, Any]) -> None:
         self.gauges.outcomes.labels(model_version=version).inc()
@@ -209,7 +202,7 @@ class Quality:
                 continue
             if now - state.seen_ms > ttl_ms:
                 self.gauges.expired.inc(len(state.pending))
-                tombstone = self.table.remove(key, state.partition)
+                tombstone = self.table.delete(key, state.partition)
                 if tombstone is not None:
                     tombstones.append(tombstone)
             else:
@@ -220,13 +213,13 @@ class Quality:
 
     def forget(self, key: bytes, partitions: Sequence[int]) -> bool:
         """Erasure: drop the user's pending outcomes if this worker owns them (tombstone queued)."""
-        raw = self.table.data.get(key)
+        raw = self.table.raw(key)
         if raw is None:
             return False
         state = decode_pending(raw)
         if state.partition not in partitions:
             return False
-        tombstone = self.table.remove(key, state.partition)
+        tombstone = self.table.delete(key, state.partition)
         if tombstone is not None:
             self.unsent.append(tombstone)
             self.pending_count -= len(state.pending)
@@ -236,7 +229,7 @@ class Quality:
     async def flush(self) -> None:
         """Publish queued erasure tombstones and wait for the broker's acks."""
         unsent, self.unsent = self.unsent, []
-        await asyncio.gather(*await self.publisher.enqueue(self.changelog_topic, unsent))
+        await asyncio.gather(*await self.table.publish(unsent))
 
 
 def install_quality(
@@ -252,7 +245,7 @@ def install_quality(
         return None
     from stream.upkeep import active_partitions
 
-    table = add_outcomes_table(sapp)
+    table = open_store(TableStore, add_outcomes_table(sapp), settings, publisher)
     horizon_ms, offline = bundle_facts(runtime, settings)
     reference = None
     if settings.model is not None:
@@ -288,7 +281,7 @@ def install_quality(
         if owned:
             tombstones = quality.expire(owned, now_ms())
             if tombstones:
-                await publisher.enqueue(quality.changelog_topic, tombstones)
+                await table.publish(tombstones)
 
     return quality
 

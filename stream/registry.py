@@ -259,8 +259,8 @@ class RegistryReader:
     def __init__(self, settings: Settings, timeout: float = 10.0) -> None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-        from stream.highwater import true_end_offsets
         from stream.kafka import KafkaUnavailable, check_reachable, client_config
+        from stream.kafka.highwater import true_end_offsets
 
         self.state = RegistryState()
         self.positions: dict[int, int] = {}

@@ -1,4 +1,4 @@
-"""Replay an event file onto Kafka: pure pacing and summary logic, confluent-kafka at the edge.
+"""Replay an event file onto Kafka: pure pacing and summary logic; the client is stream.kafka's.
 
 >>> due_offset(index=500, ts_ms=0, first_ts_ms=0, rate=1000.0, speedup=None)
 0.5
@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaException, Producer
 from tqdm import tqdm
 
 from schemas.formats import CSV_FORMATS, Row, event_json, read_rows
 from schemas.validation import Invalid
-from stream.kafka import Partitioner, producer_config
+from stream.kafka import Partitioner
+from stream.kafka.clients import Sender
 from stream.settings import Settings
 
 MAX_EXAMPLES = 5
@@ -193,36 +193,14 @@ def _records(
                 yield invalid_key(row.raw, fmt), row.raw, None
 
 
-def _produce(
-    producer: Any,
-    topic: str,
-    key: bytes | None,
-    value: bytes,
-    summary: ReplaySummary,
-    callback: Any,
-) -> None:
-    while True:
-        try:
-            producer.produce(topic, value, key, on_delivery=callback)
-            return
-        except BufferError:  # local queue full: serve deliveries, then retry
-            producer.poll(0.05)
-        except KafkaException as exc:  # refused before sending, e.g. larger than message.max.bytes
-            summary.note_delivery(exc.args[0].str())
-            return
-
-
 def replay_file(path: Path, fmt: str, settings: Settings, options: ReplayOptions) -> ReplaySummary:
     """Send every row of `path` to `options.topic` in file order, keyed by user id."""
 
     rows = read_rows(path, fmt)  # a generator: a bad path or format raises FormatError on first use
     summary = ReplaySummary()
-    producer = Producer(producer_config(settings, options.partitioner, options.idempotent))
+    sender = Sender(settings, summary.note_delivery, options.partitioner, options.idempotent)
     # poll() doubles as the pacer's sleep, so deliveries are served while waiting.
-    pacer = Pacer(options.rate, options.speedup, sleep=producer.poll)
-
-    def on_delivery(err: Any, _msg: Any) -> None:
-        summary.note_delivery(None if err is None else err.str())
+    pacer = Pacer(options.rate, options.speedup, sleep=sender.poll)
 
     total = count_lines(path)
     disable = None if options.progress is None else not options.progress
@@ -231,10 +209,12 @@ def replay_file(path: Path, fmt: str, settings: Settings, options: ReplayOptions
     try:
         for key, value, ts in _records(rows, fmt, summary, options.send_invalid):
             pacer.wait(summary.produced, ts)
-            _produce(producer, options.topic, key, value, summary, on_delivery)
+            refused = sender.send(options.topic, key, value)
+            if refused is not None:
+                summary.note_delivery(refused)
             summary.produced += 1
             if summary.produced % PROGRESS_EVERY == 0:
-                producer.poll(0)
+                sender.poll(0)
                 bar.update(summary.rows - bar.n)
             if options.limit and summary.produced >= options.limit:
                 break
@@ -243,7 +223,7 @@ def replay_file(path: Path, fmt: str, settings: Settings, options: ReplayOptions
     finally:
         bar.update(summary.rows - bar.n)
         bar.close()
-        unsent = producer.flush(60)
+        unsent = sender.flush(60)
         summary.failed += unsent  # still queued after the delivery timeout: not delivered
         summary.elapsed_s = time.monotonic() - started
     return summary

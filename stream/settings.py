@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     naive: bool = False  # one inference and one table write per event (benchmark baseline)
     instance_id: str | None = None  # /health reports it (default: random); launchers check it
 
-    # Changelog recovery watchdog (stream/recovery.py; Kafka Streams' task.timeout.ms)
+    # Changelog recovery watchdog (stream/kafka/recovery.py; Kafka Streams' task.timeout.ms)
     recovery_stall_s: float = Field(180.0, gt=0, description="no recovery progress for this long")
     recovery_stall_action: Literal["exit", "continue"] = "exit"
 

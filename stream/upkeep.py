@@ -8,11 +8,10 @@ import logging
 from typing import Any
 
 from stream import clock
-from stream.app import StreamApp
+from stream.kafka.app import StreamApp
+from stream.kafka.store import WindowStore
 from stream.metrics import Metrics
-from stream.publish import OutRecord, Publisher
 from stream.settings import Settings
-from stream.windows import decode_window, is_expired
 
 log = logging.getLogger("bstream.upkeep")
 HEALTH_INTERVAL_S = 1.0
@@ -29,30 +28,23 @@ def active_partitions(sapp: StreamApp) -> set[int]:
     return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
 
 
-def expire_idle(
-    sapp: StreamApp, idle_ttl_s: float, now_ms: int | None = None
-) -> tuple[int, list[OutRecord]] | None:
-    """Delete owned windows idle longer than the TTL: (kept count, tombstones to publish).
-
-    None while no partition is owned.
-    """
-    owned = active_partitions(sapp)
-    if not owned:
-        return None
+async def expire_idle(
+    store: WindowStore,
+    owned: set[int],
+    idle_ttl_s: float,
+    metrics: Metrics,
+    now_ms: int | None = None,
+) -> int:
+    """Delete owned windows idle longer than the TTL, publish their tombstones; how many."""
     now = now_ms if now_ms is not None else clock.now_ms()
-    ttl_ms = int(idle_ttl_s * 1000)
-    table = sapp.windows
-    expired, kept = [], 0
-    for key, raw in list(table.items()):
-        window = decode_window(raw)
-        if window.partition not in owned:
-            continue  # a standby copy: its owner expires it
-        if is_expired(window, now, ttl_ms):
-            expired.append((key, window.partition))
-        else:
-            kept += 1
-    tombstones = [table.remove(key, partition) for key, partition in expired]
-    return kept, [t for t in tombstones if t is not None]
+    kept, tombstones = store.expire(owned, now, int(idle_ttl_s * 1000))
+    metrics.active_windows.set(kept)  # exact after each sweep; counted up between sweeps
+    if tombstones:
+        # tombstones gate no offsets: hand them over in order, don't wait for the acks
+        await store.publish(tombstones)
+        metrics.expired_windows.inc(len(tombstones))
+        log.info("expired %d idle windows", len(tombstones))
+    return len(tombstones)
 
 
 def update_health(sapp: StreamApp, metrics: Metrics, next_offset: dict[int, int]) -> None:
@@ -93,11 +85,10 @@ def install_timers(
     settings: Settings,
     metrics: Metrics,
     next_offset: dict[int, int],
-    publisher: Publisher,
+    store: WindowStore,
 ) -> None:
     """Register the periodic upkeep on the Faust app."""
     app = sapp.app
-    changelog_topic = sapp.windows.changelog_topic.get_topic_name()
     expiry_interval = min(60.0, max(1.0, settings.idle_ttl_s / 4))
 
     @app.timer(HEALTH_INTERVAL_S, name="bstream.health")
@@ -106,16 +97,9 @@ def install_timers(
 
     @app.timer(expiry_interval, name="bstream.expiry")
     async def expiry() -> None:
-        swept = expire_idle(sapp, settings.idle_ttl_s)
-        if swept is None:
-            return
-        kept, tombstones = swept
-        metrics.active_windows.set(kept)  # exact after each sweep; counted up between sweeps
-        if tombstones:
-            # tombstones gate no offsets: hand them over in order, don't wait for the acks
-            await publisher.enqueue(changelog_topic, tombstones)
-            metrics.expired_windows.inc(len(tombstones))
-            log.info("expired %d idle windows", len(tombstones))
+        owned = active_partitions(sapp)
+        if owned:  # none while rebalancing or recovering
+            await expire_idle(store, owned, settings.idle_ttl_s, metrics)
 
     @app.timer(BROKER_PROBE_INTERVAL_S, name="bstream.broker")
     async def broker() -> None:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from schemas.validation import decode_event
-from stream.batching import Item, plan_groups
 from stream.bench.data import Event
+from stream.intake import Item, plan_groups
 from stream.privacy import Pseudonymizer
 from stream.windows import apply_events, decode_window, encode_window, entry_from_event
 

@@ -23,7 +23,7 @@ from stream.bench.data import (
 from stream.bench.memory import rss_bytes_per_window, store_bytes_per_window
 from stream.bench.pipeline import PhaseSpec, e2e_latencies, run_phase, summarize
 from stream.bench.workerproc import BENCH_KEY
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from stream.privacy import pseudonym
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from stream.bench.phases import (
     phase_optimized,
     phase_thread_sweep,
 )
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 
 Say = Callable[[str], None]
 FULL_EVENTS = 110_300  # the whole Taobao slice

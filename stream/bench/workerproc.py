@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream.kafka.topics import create_topics, default_topics
 from stream.launcher import WorkerLauncher, WorkerStartError
 from stream.settings import Settings
-from stream.topics import create_topics, default_topics
 
 BENCH_KEY = "bstream-bench-hmac-key-0123456789"  # pseudonyms on, as in production (hashing costs)
 

@@ -189,8 +189,8 @@ def bench(
     from stream.bench.data import default_data_path
     from stream.bench.runner import BenchOptions, run_bench
     from stream.bench.workerproc import BenchError
-    from stream.broker import BrokerError
     from stream.kafka import KafkaUnavailable
+    from stream.kafka.broker import BrokerError
 
     repo = Path.cwd()
     if profile:

@@ -9,9 +9,9 @@ from types import FrameType
 
 import click
 
-from stream.broker import BrokerError, EmbeddedBroker
 from stream.commands import checks
 from stream.commands.common import env_default, load_settings
+from stream.kafka.broker import BrokerError, EmbeddedBroker
 
 
 def _default_host_port() -> tuple[str, int]:

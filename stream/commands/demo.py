@@ -201,17 +201,10 @@ def key_file(settings: Settings, workdir: Path) -> Path | None:
 
 def follow(settings: Settings, live: Live, stop: threading.Event, show_every: float) -> None:
     """Consume predictions into `live`, printing a throttled sample with `bstream tail`'s format."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
     from stream.commands.tail import format_prediction
-    from stream.kafka import client_config
+    from stream.kafka.clients import assigned_reader
 
-    topic = settings.predictions_topic
-    consumer = Consumer(
-        {**client_config(settings), "group.id": "bstream-demo", "enable.auto.commit": False}
-    )
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    consumer = assigned_reader(settings, settings.predictions_topic, "bstream-demo")
     shown = 0.0
     try:
         while not stop.is_set():
@@ -355,8 +348,8 @@ def demo(
     checks.out_dir(workdir, "--workdir")
     checks.port_free(metrics_port, "--metrics-port")
     checks.port_free(broker_port, "--broker-port")
-    from stream.broker import EmbeddedBroker, free_port
-    from stream.topics import create_topics, default_topics
+    from stream.kafka.broker import EmbeddedBroker, free_port
+    from stream.kafka.topics import create_topics, default_topics
 
     started = time.monotonic()
     run_dir = workdir / "demo"

@@ -23,7 +23,8 @@ from stream.control import (
     parse_record,
     record_key,
 )
-from stream.kafka import KafkaUnavailable, client_config, producer_config, require_topic
+from stream.kafka import KafkaUnavailable, require_topic
+from stream.kafka.clients import Sender, assigned_reader
 from stream.settings import Settings
 
 
@@ -54,38 +55,19 @@ def summary(request_id: str, answers: list[EraseDone], partitions: int) -> str:
 
 def _send(settings: Settings, request: EraseRequest) -> Any:
     """Send the request; returns a consumer positioned before it on every control partition."""
-    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-
     topic = settings.control_topic
-    reader = Consumer(
-        {**client_config(settings), "group.id": "bstream-erase", "enable.auto.commit": False}
-    )
     try:
-        meta = reader.list_topics(topic, timeout=10).topics[topic]
-        starts = {
-            p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in meta.partitions
-        }
         # Tansu under-reports high watermarks by up to one batch: start a little early, filter.
-        reader.assign([TopicPartition(topic, p, max(0, o - 1)) for p, o in starts.items()])
-        failures: list[str] = []
-        producer = Producer(producer_config(settings))
-        producer.produce(
-            topic,
-            encode_record(request),
-            record_key(request),
-            on_delivery=lambda err, _msg: failures.append(err.str()) if err else None,
-        )
-        if producer.flush(15) or failures:
-            raise click.ClickException(
-                f"cannot send the erase request to {topic!r}: {(failures or ['timed out'])[0]}"
-            )
-    except KafkaException as exc:
+        reader = assigned_reader(settings, topic, "bstream-erase", "end", back=1)
+    except KafkaUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    failures: list[str] = []
+    sender = Sender(settings, lambda err: failures.append(err) if err else None)
+    refused = sender.send(topic, record_key(request), encode_record(request))
+    if refused or sender.flush(15) or failures:
         reader.close()
-        raise click.ClickException(f"cannot reach {topic!r}: {exc.args[0].str()}") from None
-    except click.ClickException:
-        reader.close()
-        raise
+        reason = refused or (failures or ["timed out"])[0]
+        raise click.ClickException(f"cannot send the erase request to {topic!r}: {reason}")
     return reader
 
 

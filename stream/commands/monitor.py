@@ -11,20 +11,15 @@ import orjson
 
 from stream.commands.common import bootstrap_option, load_settings
 from stream.kafka import KafkaUnavailable, require_topic
+from stream.kafka.clients import assigned_reader
 
 COLUMNS = ("n", "auc", "pr_auc", "logloss", "ece", "base_rate", "delay_p50_s", "delay_p95_s")
 
 
 def read_topic(settings: Any, topic: str, idle_s: float = 3.0, limit_s: float = 600.0) -> list:
     """Every record of `topic` from the beginning, until none came for `idle_s` seconds."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    from stream.kafka import client_config
-
-    partitions = require_topic(settings, topic)
-    conf = {**client_config(settings), "group.id": "bstream-monitor", "enable.auto.commit": False}
-    consumer = Consumer(conf)
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    require_topic(settings, topic)
+    consumer = assigned_reader(settings, topic, "bstream-monitor")
     values: list[Any] = []
     quiet_since = started = time.monotonic()
     try:

@@ -11,7 +11,8 @@ import orjson
 
 from schemas.validation import validate_prediction
 from stream.commands.common import bootstrap_option, env_default, load_settings
-from stream.kafka import KafkaUnavailable, client_config, require_topic
+from stream.kafka import KafkaUnavailable, require_topic
+from stream.kafka.clients import Start, assigned_reader
 
 
 def format_prediction(prediction: dict[str, Any]) -> str:
@@ -30,24 +31,6 @@ def format_prediction(prediction: dict[str, Any]) -> str:
         f"model={prediction['model_version']}",
     ]
     return " ".join(part for part in parts if part)
-
-
-def _consumer(settings: Any, topic: str, partitions: int, from_beginning: bool) -> Any:
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    # Manual assignment: no consumer group to join (fast start) and nothing committed.
-    conf = {**client_config(settings), "group.id": "bstream-tail", "enable.auto.commit": False}
-    consumer = Consumer(conf)
-    assignment = []
-    for partition in range(partitions):
-        offset = OFFSET_BEGINNING
-        if (
-            not from_beginning
-        ):  # the high watermark now, so "latest" is fixed before we report ready
-            offset = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)[1]
-        assignment.append(TopicPartition(topic, partition, offset))
-    consumer.assign(assignment)
-    return consumer
 
 
 @click.command(help="Print predictions as they arrive.")
@@ -76,8 +59,6 @@ def tail(
     from_beginning: bool,
     timeout: float | None,
 ) -> None:
-    from confluent_kafka import KafkaException
-
     settings = load_settings(bootstrap=bootstrap)
     topic = topic or settings.predictions_topic
     try:
@@ -85,9 +66,11 @@ def tail(
     except KafkaUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        consumer = _consumer(settings, topic, partitions, from_beginning)
-    except KafkaException as exc:
-        raise click.ClickException(f"cannot read {topic!r}: {exc.args[0].str()}") from None
+        # no group to join (fast start), nothing committed; "latest" is fixed before we report ready
+        position: Start = "beginning" if from_beginning else "end"
+        consumer = assigned_reader(settings, topic, "bstream-tail", position)
+    except KafkaUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     start = "the beginning" if from_beginning else "new predictions"
     click.echo(f"tailing {topic} ({partitions} partitions) from {start}", err=True)
     shown, idle_since = 0, time.monotonic()

@@ -6,7 +6,7 @@ import click
 
 from stream.commands.common import bootstrap_option, env_default, load_settings
 from stream.kafka import KafkaUnavailable, topic_partitions
-from stream.topics import create_topics, default_topics
+from stream.kafka.topics import create_topics, default_topics
 
 
 @click.group(help="Manage the events, predictions, DLQ and control topics.")

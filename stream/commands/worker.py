@@ -20,7 +20,7 @@ log = logging.getLogger("bstream.worker")
 def _ensure_topics(settings: Settings) -> int:
     """Create missing topics; return the events topic's partition count (windows follow it)."""
     from stream.kafka import topic_partitions
-    from stream.topics import create_topics, default_topics
+    from stream.kafka.topics import create_topics, default_topics
 
     found = topic_partitions(settings, [settings.events_topic], timeout=10)
     partitions = found.get(settings.events_topic, settings.partitions)
@@ -153,12 +153,13 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
 
 
 def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, server: Any) -> None:
-    import faust
-
-    from stream import highwater, logthrottle, recovery, rejoin
-    from stream.app import create_app
+    from stream import logthrottle
     from stream.erasure import install_erasure
-    from stream.kafka import KafkaUnavailable
+    from stream.inference import Inference
+    from stream.kafka import KafkaUnavailable, highwater, recovery, rejoin
+    from stream.kafka.app import create_app, open_store, run_app
+    from stream.kafka.publish import Publisher
+    from stream.kafka.store import WindowStore
     from stream.quality import install_quality
     from stream.threads import AdaptiveThreads
     from stream.upkeep import install_timers
@@ -174,8 +175,13 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     sapp = create_app(settings, partitions)
     highwater.install(sapp.app.consumer, settings)
     model = AdaptiveThreads(runtime, fixed=settings.torch_threads, on_change=metrics.threads.set)
+    publisher = Publisher(sapp.app)
+    store = open_store(WindowStore, sapp.windows, settings, publisher)
+    inference = Inference(
+        settings, metrics, model, pseudonymizer.key_id, _explainer(settings, runtime)
+    )
     worker = StreamWorker(
-        settings, sapp, model, pseudonymizer, metrics, _explainer(settings, runtime)
+        settings, store, publisher, inference, pseudonymizer, metrics, sapp.app.crash
     )
 
     async def consume(stream: Any) -> None:
@@ -183,25 +189,25 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
 
     sapp.app.agent(sapp.events, name="bstream.consume")(consume)
     swapper = _swapper(settings, sapp, worker, metrics, startup)
-    assert worker.publisher is not None
-    quality = install_quality(
-        sapp, settings, metrics, worker.publisher, runtime, pseudonymizer.key_id
-    )
+    quality = install_quality(sapp, settings, metrics, publisher, runtime, pseudonymizer.key_id)
     worker.quality = quality
-    install_timers(sapp, settings, metrics, worker.next_offset, worker.publisher)
+    install_timers(sapp, settings, metrics, worker.next_offset, store)
     rejoin.install(
         sapp.app,
         worker.next_offset,
         sapp.events.get_topic_name(),
-        sapp.windows.changelog_topic.get_topic_name(),
+        store.changelog_topic,
         rejoin.topic_checker(settings),
     )
-    changelog = sapp.windows.changelog_topic.get_topic_name()
     recovery.install(
-        sapp.app, changelog, metrics, settings.recovery_stall_s, settings.recovery_stall_action
+        sapp.app,
+        store.changelog_topic,
+        metrics,
+        settings.recovery_stall_s,
+        settings.recovery_stall_action,
     )
     try:
-        eraser = install_erasure(sapp, settings, pseudonymizer, metrics, worker.publisher)
+        eraser = install_erasure(sapp, settings, pseudonymizer, metrics, publisher, store)
         eraser.quality = quality  # erasure removes pending outcomes too
     except KafkaUnavailable as exc:
         raise click.ClickException(str(exc)) from None
@@ -209,12 +215,12 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     click.echo(line, err=True)
     logthrottle.install()  # a broker outage: a few clear lines, not ~60 client errors a second
     try:
-        faust.Worker(sapp.app, loglevel=loglevel, quiet=True).execute_from_commandline()
+        run_app(sapp, loglevel)
     finally:
         if swapper is not None:
             swapper.close()
         eraser.close()
-        worker.executor.shutdown(wait=False, cancel_futures=True)
+        inference.executor.shutdown(wait=False, cancel_futures=True)
 
 
 @click.command(

@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.broker import free_port
+from stream.kafka.broker import free_port
 from stream.launcher import worker_command
 from stream.simulate import simulate_events
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from stream.launcher import WorkerLauncher, WorkerStartError, last_error_line
 
 

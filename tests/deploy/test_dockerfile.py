@@ -14,7 +14,7 @@ from typing import Any
 import dockerfile
 import pytest
 
-from stream.broker import free_port
+from stream.kafka.broker import free_port
 from stream.metrics import Metrics, serve
 from tests.deploy.manifests import DEPLOY, REPO
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from tests.deploy.manifests import (
     ALERTS,
     DASHBOARD,

@@ -17,7 +17,7 @@ import struct
 import threading
 import time
 
-from stream.broker import free_port
+from stream.kafka.broker import free_port
 
 FETCH = 1
 FETCH_WAIT_S = 0.5

@@ -16,8 +16,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.broker import EmbeddedBroker
-from stream.topics import create_topics, default_topics
+from stream.kafka.broker import EmbeddedBroker
+from stream.kafka.topics import create_topics, default_topics
 from tests.faults.support import (
     Expected,
     PredictionWatcher,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from tests.conftest import TAOBAO_SLICE, need_shared
 from tests.faults.support import (
     PredictionWatcher,

@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from stream import launcher
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from tests.faults import faultinject
 from tests.faults.support import (
     Expected,

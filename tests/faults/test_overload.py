@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from tests.faults.support import (
     PredictionWatcher,
     ProcessSampler,

@@ -17,8 +17,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from faust.types import TP
 
-from stream.broker import EmbeddedBroker
-from stream.highwater import true_end_offsets
+from stream.kafka.broker import EmbeddedBroker
+from stream.kafka.highwater import true_end_offsets
 from stream.settings import Settings
 
 pytestmark = pytest.mark.integration

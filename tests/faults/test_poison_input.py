@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 from hypothesis import strategies as st
 
 from schemas.validation import decode_event
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from tests.faults.hostile import SLOT, T0, Hostile, draw_many, hostile_records
 from tests.faults.support import (
     Expected,

@@ -18,8 +18,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from stream.broker import EmbeddedBroker
 from stream.kafka import PARTITIONERS
+from stream.kafka.broker import EmbeddedBroker
 from stream.windows import decode_window
 from tests.faults.support import (
     Expected,

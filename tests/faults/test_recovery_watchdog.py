@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.broker import EmbeddedBroker, free_port
+from stream.kafka.broker import EmbeddedBroker, free_port
 from tests.faults.kafkaproxy import FetchHoldingProxy
 from tests.faults.support import Expected, PredictionWatcher, record_result, wait_for
 from tests.integration.worker_support import WorkerProcess, collect, new_env, produce

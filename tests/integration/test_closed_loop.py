@@ -33,7 +33,7 @@ import pytest
 from model.metrics import pr_auc
 from model.retrain import retrain
 from schemas.formats import event_json
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from stream.lifecycle import promote
 from stream.simulate import START_MS, SimConfig, simulate_events
 from tests.integration.test_model_swap import version_of

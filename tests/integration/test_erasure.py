@@ -10,8 +10,8 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from stream.broker import EmbeddedBroker
 from stream.commands.erase import erase
+from stream.kafka.broker import EmbeddedBroker
 from tests.integration.worker_support import (
     Msg,
     WorkerEnv,

@@ -23,7 +23,7 @@ import pytest
 
 from model.bundle import MODEL_FILE, sha256_file
 from schemas.formats import event_json, read_rows
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from stream.lifecycle import announce, promote, rollback
 from stream.registry import Announcement, champion_after, now_ms, read_state
 from tests.conftest import TAOBAO_SLICE, need_shared

@@ -15,7 +15,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from schemas.formats import event_json
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from stream.outcome_check import CheckReport, check_outcomes, offline_examples
 from stream.outcomes import validate_outcome
 from stream.simulate import simulate_events

@@ -19,7 +19,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from schemas.formats import event_json, read_events
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from stream.outcome_check import CheckReport, check_outcomes, offline_examples
 from tests.conftest import TAOBAO_USERS, need_shared
 from tests.integration.test_outcomes import _decode, _newest, _settled

@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from schemas.formats import read_rows
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from tests.conftest import TAOBAO_SLICE, need_shared
 from tests.integration.worker_support import (
     TEST_KEY,

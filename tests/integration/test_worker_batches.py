@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from schemas.validation import validate_prediction
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from tests.integration.worker_support import (
     Msg,
     WorkerEnv,

@@ -11,7 +11,7 @@ import jsonschema
 import orjson
 import pytest
 
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from tests.conftest import REPO
 from tests.integration.worker_support import WorkerProcess, collect, new_env, produce, reflects
 

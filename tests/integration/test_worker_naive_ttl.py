@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from tests.integration.worker_support import WorkerProcess, collect, new_env, produce, reflects
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from faust.types import TP as FaustTP
 
-from stream.broker import EmbeddedBroker
-from stream.highwater import true_end_offsets
+from stream.kafka.broker import EmbeddedBroker
+from stream.kafka.highwater import true_end_offsets
 from stream.windows import decode_window
 from tests.integration.worker_support import WorkerProcess, collect, new_env, produce, reflects
 

@@ -17,7 +17,7 @@ import pytest
 
 from schemas.formats import event_json, read_rows
 from schemas.validation import validate_prediction
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from tests.conftest import TAOBAO_SLICE, need_shared
 from tests.integration.worker_support import (
     Msg,

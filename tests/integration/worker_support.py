@@ -17,11 +17,11 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from stream.kafka.topics import create_topics, default_topics
 from stream.launcher import BSTREAM as BSTREAM  # re-exported: tests/faults start bstream too
 from stream.launcher import WorkerLauncher, WorkerStartError
 from stream.privacy import pseudonym
 from stream.settings import Settings
-from stream.topics import create_topics, default_topics
 
 TEST_KEY = "integration-test-hmac-key-0123456789"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import free_port
+from stream.kafka.broker import free_port
 from tests.conftest import TAOBAO_SLICE, need_shared
 
 BSTREAM = str(Path(sys.executable).parent / "bstream")

@@ -7,8 +7,17 @@ from pathlib import Path
 import faust
 import pytest
 
-from stream.app import PartitionNotPinned, PinnedTable, broker_credentials, broker_urls, create_app
+from stream.kafka.app import (
+    PartitionNotPinned,
+    PinnedTable,
+    broker_credentials,
+    broker_urls,
+    create_app,
+    open_store,
+)
+from stream.kafka.store import WindowStore
 from stream.settings import Settings
+from stream.windows import Window, decode_window
 
 
 def test_bootstrap_lists_become_faust_broker_urls() -> None:
@@ -52,32 +61,45 @@ def test_app_has_a_bytes_keyed_table_pinned_to_event_partitions(tmp_path: Path) 
         sapp.windows.partition_for_key(b"k")  # a pin is used once
 
 
-def test_table_put_and_remove_change_the_store_and_return_changelog_records(
+def store(tmp_path: Path) -> WindowStore:
+    settings = Settings(data_dir=tmp_path / "data", app_id="t-app")
+    return open_store(WindowStore, create_app(settings, partitions=4).windows, settings, sink=None)
+
+
+def window(partition: int) -> Window:
+    return Window(partition, 0, ((1, 0, "i", None, None, "e"),))
+
+
+def test_store_put_and_remove_change_the_table_and_return_changelog_records(
     tmp_path: Path,
 ) -> None:
-    table = create_app(Settings(data_dir=tmp_path / "data", app_id="t-app"), partitions=4).windows
+    windows = store(tmp_path)
 
-    written = table.put(b"user-1", b"window", 3)
-    tombstone = table.remove(b"user-1", 3)
-    missing = table.remove(b"user-1", 3)
+    written = windows.put(b"user-1", window(3))
+    standby = windows.remove(b"user-1", owned={0, 1})
+    tombstone = windows.remove(b"user-1", owned={3})
+    missing = windows.remove(b"user-1", owned={3})
 
-    assert (written.key, written.value, written.partition) == (b"user-1", b"window", 3)
+    assert windows.changelog_topic == "t-app-windows-changelog"
+    assert (written.key, written.partition) == (b"user-1", 3)
+    assert decode_window(written.value or b"") == window(3)
+    assert standby is None  # another worker's partition: its owner removes it
     assert tombstone is not None and (tombstone.value, tombstone.partition) == (None, 3)
-    assert missing is None and table.data.get(b"user-1") is None
+    assert missing is None and windows.get(b"user-1") is None
 
 
 def test_records_of_keys_removed_since_they_were_put_are_dropped(tmp_path: Path) -> None:
-    table = create_app(Settings(data_dir=tmp_path / "data", app_id="t-app"), partitions=4).windows
-    since = table.tick
-    records = [table.put(b"kept", b"w1", 0), table.put(b"erased", b"w2", 1)]
+    windows = store(tmp_path)
+    since = windows.tick
+    records = [windows.put(b"kept", window(0)), windows.put(b"erased", window(1))]
 
-    table.remove(b"erased", 1)  # an erasure while the records wait for their predictions
-    current = table.still_current(records, since)
-    put_after = table.still_current(records, table.tick)
-    table.forget_removals(since)
-    later = table.still_current(records, since)
-    table.forget_removals(table.tick)  # no record put before the removal is pending any more
+    windows.remove(b"erased", owned={1})  # an erasure while the records wait for predictions
+    current = windows.still_current(records, since)
+    put_after = windows.still_current(records, windows.tick)
+    windows.forget_removals(since)
+    later = windows.still_current(records, since)
+    windows.forget_removals(windows.tick)  # no record put before the removal is pending any more
 
     assert [r.key for r in current] == [b"kept"] and [r.key for r in later] == [b"kept"]
     assert put_after == records
-    assert table.still_current(records, since) == records
+    assert windows.still_current(records, since) == records

@@ -7,7 +7,7 @@ import pytest
 from schemas.formats import event_json
 from stream.bench.data import hot_user_events
 from stream.bench.limit import PlainIntake, measure_limit
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from stream.privacy import Pseudonymizer, pseudonym
 from stream.windows import decode_window
 

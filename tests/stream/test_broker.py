@@ -15,7 +15,7 @@ import psutil
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from stream.broker import BrokerError, EmbeddedBroker, free_port
+from stream.kafka.broker import BrokerError, EmbeddedBroker, free_port
 
 BSTREAM = Path(sys.executable).parent / "bstream"
 

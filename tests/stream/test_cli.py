@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import free_port
+from stream.kafka.broker import free_port
 from tests.stream.kafka_helpers import run_cli
 
 MY_COMMANDS = [

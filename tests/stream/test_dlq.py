@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from schemas.validation import DLQ_SCHEMA, check
-from stream.dlq import INFERENCE_FAILED, DeadLetter, dlq_headers, dlq_records, headers_dict
-from stream.publish import key_partition
+from stream.kafka.publish import group_by_partition, key_partition
+from stream.outputs import INFERENCE_FAILED, DeadLetter, dlq_headers, dlq_records, headers_dict
 
 
 def test_headers_carry_reason_and_source_position() -> None:
@@ -39,8 +39,9 @@ def test_dlq_records_follow_the_key_or_keep_the_source_partition() -> None:
     keyed = DeadLetter(b"u1", b"x", "not_json", "m", "ev", 2, 5)
     keyless = DeadLetter(None, b"y", "not_json", "m", "ev", 3, 6)
 
-    records = dlq_records([keyed, keyless], count=4)
+    records = dlq_records([keyed, keyless])
+    groups = group_by_partition(records, 4)
 
-    assert records[0].partition == key_partition(b"u1", 4)
-    assert records[1].partition == 3
+    assert groups[key_partition(b"u1", 4)][0] is records[0]
+    assert records[1].partition == 3 and groups[3][-1] is records[1]
     assert dict(records[0].headers)["error.code"] == b"not_json"

@@ -12,8 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, start_http_server
 
 from schemas.formats import event_json
-from stream.broker import EmbeddedBroker
 from stream.drift_trigger import champion_alarm, wait_for_alarm
+from stream.kafka.broker import EmbeddedBroker
 from stream.simulate import simulate_events
 from tests.stream.kafka_helpers import run_cli
 

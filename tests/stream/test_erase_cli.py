@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from stream.broker import EmbeddedBroker, free_port
 from stream.commands.erase import span, summary
 from stream.control import EraseDone, EraseRequest, parse_record
+from stream.kafka.broker import EmbeddedBroker, free_port
 from tests.stream.kafka_helpers import make_topic, read_topic, run_cli
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import mode
 
-from stream.faustpatch import eager_wait_first
+from stream.kafka.faustpatch import eager_wait_first
 
 
 async def handed_over(callback: Any, suspended: asyncio.Event) -> tuple[Any, int]:

@@ -8,7 +8,6 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from stream.broker import EmbeddedBroker, free_port
 from stream.kafka import (
     KafkaUnavailable,
     admin_config,
@@ -17,6 +16,7 @@ from stream.kafka import (
     require_topic,
     topic_partitions,
 )
+from stream.kafka.broker import EmbeddedBroker, free_port
 from stream.settings import Settings
 from tests.stream.kafka_helpers import make_topic
 

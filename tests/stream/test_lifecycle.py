@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from model.bundle import MODEL_FILE, sha256_file
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from stream.registry import (
     Announcement,
     RegistryError,
@@ -190,8 +190,8 @@ def test_rollback_without_history_and_both_arguments_are_one_line_errors(
 
 def test_models_lists_worker_status_records(broker: EmbeddedBroker) -> None:
     env = env_for(broker)
+    from stream.kafka.topics import create_topics, default_topics
     from stream.registry import RegistryWriter
-    from stream.topics import create_topics, default_topics
 
     settings = settings_for(env)
     create_topics(settings, [s for s in default_topics(settings) if s.compact])

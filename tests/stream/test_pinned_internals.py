@@ -1,9 +1,9 @@
 """The private Faust/aiokafka internals our patches rely on, checked on the INSTALLED classes.
 
-stream/faustpatch.py, rejoin.py, highwater.py, app.py and publish.py reach into faust-streaming
-0.15 and aiokafka 0.14. A rename there would make a patch a silent no-op, so each pin below
-fails naming the attribute when it is missing or changes shape. Upgrade Faust or aiokafka only
-when this file passes (pyproject.toml fences the versions; constraints.txt pins them).
+The modules of stream/kafka/ (faustpatch, rejoin, highwater, app, publish) reach into
+faust-streaming 0.15 and aiokafka 0.14. A rename there would make a patch a silent no-op, so
+each pin below fails naming the attribute when it is missing or changes shape. Upgrade Faust or
+aiokafka only when this file passes (pyproject.toml fences the versions; constraints.txt pins them).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitResults
 
-from stream import faustpatch, highwater, rejoin
-from stream.app import PinnedTable, as_current_event
+from stream.kafka import faustpatch, highwater, rejoin
+from stream.kafka.app import PinnedTable, as_current_event
 
 Check = Callable[[], None]
 PINS: dict[str, Check] = {}
@@ -60,7 +60,7 @@ def app(name: str) -> faust.App:
     return faust.App(f"pins-{name}", broker="kafka://127.0.0.1:1", autodiscover=False)
 
 
-# --- stream/faustpatch.py --------------------------------------------------------------------
+# --- stream/kafka/faustpatch.py --------------------------------------------------------------
 
 
 @pin("AIOKafkaConsumerThread._create_worker_consumer")
@@ -109,7 +109,7 @@ def check_4() -> None:
     assert WaitResults._fields == ("done", "results", "stopped")
 
 
-# --- stream/rejoin.py ------------------------------------------------------------------------
+# --- stream/kafka/rejoin.py ------------------------------------------------------------------
 
 
 @pin("Consumer._read_offset/_committed_offset/_acked/_acked_index/_gap")
@@ -130,7 +130,7 @@ def check_6() -> None:
     assert callable(app("signal").on_partitions_assigned.connect)
 
 
-# --- stream/highwater.py ---------------------------------------------------------------------
+# --- stream/kafka/highwater.py ---------------------------------------------------------------
 
 
 @pin("Consumer.highwaters")
@@ -145,7 +145,7 @@ def check_7() -> None:
     assert inspect.iscoroutinefunction(consumer.highwaters)
 
 
-# --- stream/app.py ---------------------------------------------------------------------------
+# --- stream/kafka/app.py ---------------------------------------------------------------------
 
 
 @pin("faust.streams._current_event")
@@ -175,7 +175,7 @@ def check_10() -> None:
     assert isinstance(producer.buffer.max_messages, int)
 
 
-# --- stream/publish.py -----------------------------------------------------------------------
+# --- stream/kafka/publish.py -----------------------------------------------------------------
 
 
 @pin("Producer._ensure_producer")

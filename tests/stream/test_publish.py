@@ -12,15 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.validation import validate_prediction
-from stream.publish import (
-    InvalidPrediction,
-    OutRecord,
-    build_prediction,
-    encode_prediction,
-    group_by_partition,
-    key_partition,
-    murmur2,
-)
+from stream.kafka.publish import group_by_partition, key_partition, murmur2
+from stream.outputs import InvalidPrediction, OutRecord, build_prediction, encode_prediction
 from stream.windows import Window
 
 WINDOW = Window(1, 0, ((100, 0, "a", None, None, "e1"), (250, 2, "b", "c", 9.0, "e2")))

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from faust.types import TP
 
-from stream.recovery import Lag, Stall, StallTracker, active_lags, health_detail, stall_line
+from stream.kafka.recovery import Lag, Stall, StallTracker, active_lags, health_detail, stall_line
 from stream.settings import Settings
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from stream.rejoin import forget
+from stream.kafka.rejoin import forget
 
 
 def consumer_with_marks(*tps: TP) -> Any:

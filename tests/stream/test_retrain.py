@@ -14,7 +14,7 @@ from model.bundle import validate_bundle
 from model.metrics import pr_auc
 from model.retrain import paired_bootstrap
 from schemas.formats import event_json
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from stream.registry import read_state
 from stream.settings import Settings
 from stream.simulate import simulate_events

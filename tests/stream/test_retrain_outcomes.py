@@ -12,13 +12,13 @@ import pytest
 from model.data import label_events
 from model.labels import label_sequence
 from schemas.formats import event_json
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
+from stream.kafka.topics import create_topics, default_topics
 from stream.outcomes import Pending, Resolved, build_outcome, validate_outcome
 from stream.privacy import pseudonym
 from stream.retrain_data import outcome_data
 from stream.settings import Settings
 from stream.simulate import simulate_events
-from stream.topics import create_topics, default_topics
 from tests.integration.worker_support import produce
 from tests.stream.kafka_helpers import run_cli
 

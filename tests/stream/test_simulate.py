@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from schemas.validation import validate_event
-from stream.broker import EmbeddedBroker
+from stream.kafka.broker import EmbeddedBroker
 from stream.simulate import simulate_events
 from tests.stream.kafka_helpers import make_topic, read_topic, run_cli
 

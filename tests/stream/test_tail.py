@@ -8,8 +8,8 @@ from pathlib import Path
 
 import orjson
 
-from stream.broker import EmbeddedBroker
 from stream.commands.tail import format_prediction
+from stream.kafka.broker import EmbeddedBroker
 from tests.stream.kafka_helpers import make_topic, produce, run_cli
 
 BSTREAM = str(Path(sys.executable).parent / "bstream")

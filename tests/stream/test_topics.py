@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from stream.broker import EmbeddedBroker, free_port
 from stream.kafka import topic_partitions
+from stream.kafka.broker import EmbeddedBroker, free_port
+from stream.kafka.topics import default_topics
 from stream.settings import Settings
-from stream.topics import default_topics
 from tests.stream.kafka_helpers import run_cli
 
 NAMES = [

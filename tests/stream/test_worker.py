@@ -1,23 +1,26 @@
-"""The worker's inference step with the real tiny model: predictions, and retry-then-give-up."""
+"""The worker's logic, in process (stream.testing): records in, predictions/changelog/DLQ out.
+
+The real worker, store, intake, inference and outputs with the real tiny model; no broker.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
 
 from schemas.validation import validate_prediction
-from stream import worker as worker_module
-from stream.app import StreamApp
-from stream.batching import Target
+from stream import inference as inference_module
+from stream.inference import Inference
+from stream.intake import Target
 from stream.metrics import Metrics
-from stream.privacy import Pseudonymizer
 from stream.settings import Settings
-from stream.windows import Window
-from stream.worker import StreamWorker
+from stream.testing import Harness, event
+from stream.windows import Window, decode_window
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +30,100 @@ def runtime(tiny_bundle: Path) -> Any:
     return Runtime.load(tiny_bundle, device="cpu")
 
 
-def make_worker(runtime: Any) -> StreamWorker:
-    pseudo = Pseudonymizer(b"a-test-key-0123456789", "k1")
-    return StreamWorker(Settings(), cast(StreamApp, None), runtime, pseudo, Metrics())
+@pytest.fixture
+def harness(runtime: Any) -> Iterator[Harness]:
+    running = Harness(runtime)
+    yield running
+    running.close()
+
+
+def stored(harness: Harness, user: str) -> Window | None:
+    return harness.store.get(harness.user_key(user))
+
+
+def test_a_batch_is_coalesced_to_one_prediction_and_one_changelog_record_per_user(
+    harness: Harness,
+) -> None:
+    out = harness.run([event("a", 1), event("b", 2), event("a", 3), event("a", 4)])
+
+    assert [p["user"] for p in out.predictions] == [harness.pseudo("a"), harness.pseudo("b")]
+    assert [p["window_size"] for p in out.predictions] == [3, 1]
+    assert all(validate_prediction(p) is None for p in out.predictions)
+    assert [r.key for r in out.changelog] == [harness.user_key("a"), harness.user_key("b")]
+    assert out.committed == [0, 1, 2, 3] and out.crashed is None
+
+
+def test_naive_mode_predicts_once_per_event(runtime: Any) -> None:
+    harness = Harness(runtime, Settings(store="memory://", naive=True))
+
+    out = harness.run([event("a", 1), event("a", 2), event("b", 3)])
+    harness.close()
+
+    assert [p["window_size"] for p in out.predictions] == [1, 2, 1]
+    assert len(out.changelog) == 3 and out.committed == [0, 1, 2]
+
+
+def test_invalid_records_go_to_the_dlq_with_a_reason_and_the_rest_is_predicted(
+    harness: Harness,
+) -> None:
+    out = harness.run([b"{not json", event("a", 1), orjson.dumps({"user_id": "b"})])
+
+    assert [letter[2]["error.code"] for letter in out.dead_letters] == [
+        "not_json",
+        "missing_field",
+    ]
+    assert [letter[1] for letter in out.dead_letters][0] == b"{not json"  # original bytes
+    assert [p["user"] for p in out.predictions] == [harness.pseudo("a")]
+    assert out.committed == [0, 1, 2]
+
+
+def test_out_of_order_events_are_kept_in_time_order(harness: Harness) -> None:
+    harness.run([event("a", 30), event("a", 10)])
+    out = harness.run([event("a", 20)])
+
+    window = stored(harness, "a")
+    assert window is not None and [e[0] for e in window.entries] == [10, 20, 30]
+    assert out.predictions[-1]["last_event_ts"] == 30
+    assert decode_window(out.changelog[-1].value or b"") == window
+
+
+def test_a_redelivered_event_changes_nothing_and_is_still_released(harness: Harness) -> None:
+    first = harness.run([event("a", 1, event_id="e1")])
+    again = harness.run([event("a", 1, event_id="e1")])
+
+    assert len(again.predictions) == len(first.predictions) == 1  # no new prediction
+    assert len(again.changelog) == 1  # no new changelog record
+    assert harness.metrics.duplicates._value.get() == 1
+    assert again.committed == [1]
+
+
+def test_erasure_removes_the_window_and_publishes_its_tombstone(harness: Harness) -> None:
+    harness.run([event("a", 1), event("b", 2)])
+
+    done = harness.erase("a")
+    again = harness.erase("a")
+
+    out = harness.output()
+    assert done.erased and not again.erased
+    assert (out.changelog[-1].key, out.changelog[-1].value) == (harness.user_key("a"), None)
+    assert stored(harness, "a") is None and stored(harness, "b") is not None
+    assert harness.erase("b", owned=[3]).erased is False  # not this worker's partition
+
+
+def test_idle_windows_expire_after_the_ttl_and_a_new_event_starts_afresh(
+    harness: Harness,
+) -> None:
+    harness.run([event("a", 1), event("a", 2)])
+    seen = stored(harness, "a")
+    assert seen is not None
+    ttl_ms = int(harness.settings.idle_ttl_s * 1000)
+
+    assert harness.expire(seen.seen_ms + ttl_ms) == 0  # idle exactly the TTL: kept
+    assert harness.expire(seen.seen_ms + ttl_ms + 1) == 1
+    out = harness.run([event("a", 3)])
+
+    assert out.changelog[-2].value is None  # the tombstone
+    assert out.predictions[-1]["window_size"] == 1
 
 
 def target(user: bytes, *timestamps: Any) -> Target:
@@ -38,26 +132,26 @@ def target(user: bytes, *timestamps: Any) -> Target:
 
 
 def test_predict_builds_one_valid_prediction_per_target(runtime: Any) -> None:
-    w = make_worker(runtime)
+    inference = Inference(Settings(), Metrics(), runtime, "k1")
 
-    records = asyncio.run(w.predict([target(b"aa", 1, 2), target(b"bb", 5)]))
+    records = asyncio.run(inference.predict([target(b"aa", 1, 2), target(b"bb", 5)]))
 
     assert records is not None and [r.key for r in records] == [b"aa", b"bb"]
     predictions = [orjson.loads(r.value or b"") for r in records]
     assert all(validate_prediction(p) is None for p in predictions)
     assert [(p["window_size"], p["last_event_ts"]) for p in predictions] == [(2, 2), (1, 5)]
-    assert w.metrics.inference_seconds._sum.get() > 0
+    assert inference.metrics.inference_seconds._sum.get() > 0
 
 
 def test_failed_inference_is_retried_then_given_up(
     runtime: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker_module, "RETRY_BACKOFF_S", 0.01)
-    w = make_worker(runtime)
+    monkeypatch.setattr(inference_module, "RETRY_BACKOFF_S", 0.01)
+    inference = Inference(Settings(), Metrics(), runtime, "k1")
 
-    records = asyncio.run(
-        w.predict([target(b"aa", "not-a-timestamp")])
-    )  # the model raises TypeError
+    records = asyncio.run(inference.predict([target(b"aa", "not-a-timestamp")]))  # TypeError
 
     assert records is None
-    assert w.metrics.inference_failures._value.get() == worker_module.INFERENCE_RETRIES + 1
+    assert (
+        inference.metrics.inference_failures._value.get() == inference_module.INFERENCE_RETRIES + 1
+    )

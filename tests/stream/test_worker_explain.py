@@ -1,23 +1,21 @@
-"""The worker's explanation step with the real tiny model and explainer: policy, failure."""
+"""The explanation step (stream.inference) with the real tiny model and explainer."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
 
 from model.explain import Explainer
 from schemas.validation import validate_prediction
-from stream.app import StreamApp
-from stream.batching import Target
+from stream.inference import Inference
+from stream.intake import Target
 from stream.metrics import Metrics
-from stream.privacy import Pseudonymizer
 from stream.settings import Settings
 from stream.windows import Window
-from stream.worker import StreamWorker
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +25,8 @@ def runtime(tiny_bundle: Path) -> Any:
     return Runtime.load(tiny_bundle, device="cpu")
 
 
-def make_worker(runtime: Any, explainer: Any, **settings: Any) -> StreamWorker:
-    pseudo = Pseudonymizer(b"a-test-key-0123456789", "k1")
-    return StreamWorker(
-        Settings(**settings), cast(StreamApp, None), runtime, pseudo, Metrics(), explainer
-    )
+def make_worker(runtime: Any, explainer: Any, **settings: Any) -> Inference:
+    return Inference(Settings(**settings), Metrics(), runtime, "k1", explainer)
 
 
 def target(user: bytes, n: int) -> Target:
@@ -40,7 +35,7 @@ def target(user: bytes, n: int) -> Target:
     return Target(user, Window(0, 0, entries), arrival=0.0)  # type: ignore[arg-type]
 
 
-def predictions(worker: StreamWorker, targets: list[Target]) -> list[dict[str, Any]]:
+def predictions(worker: Inference, targets: list[Target]) -> list[dict[str, Any]]:
     records = asyncio.run(worker.predict(targets))
     assert records is not None
     return [orjson.loads(r.value or b"") for r in records]

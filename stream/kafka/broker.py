@@ -95,7 +95,7 @@ class EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
         advertised = f"tcp://{self.host}:{self.advertised_port or self.port}"
         # Tansu v0.6.0 has no switch for topic auto-creation: it honours the clients' metadata
-        # flag, which every client here sets to false (stream/kafka.py, stream/recovery.py).
+        # flag, which every client here sets to false (stream/kafka/__init__.py, recovery.py).
         cmd = [
             str(broker_binary()),
             "broker",

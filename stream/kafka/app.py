@@ -12,17 +12,18 @@ import ssl
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from faust import streams as faust_streams
 from faust.types import EventT, TopicT
 
-from stream import faustpatch, recovery
-from stream.publish import OutRecord
+from stream.kafka import faustpatch, recovery
+from stream.kafka.store import Sink, TableStore
 from stream.settings import Settings
 
 WINDOWS_TABLE = "windows"
+S = TypeVar("S", bound=TableStore)
 
 
 class PartitionNotPinned(RuntimeError):
@@ -30,48 +31,18 @@ class PartitionNotPinned(RuntimeError):
 
 
 class PinnedTable(faust.Table):  # type: ignore[misc]
-    """A Table whose changelog records go to the partition the writer names, in batches.
+    """A Table whose changelog records go to the partition the writer names.
 
-    `put` and `remove` change the local store and return the changelog record (key, value or
-    tombstone, partition) for the writer to publish with the rest of its batch
-    (`Publisher.enqueue`). Faust's own write path (`table[key] = value`) costs a future, a buffer
-    entry and a producer call per key, the largest share of the event loop after the consumer
-    (profiled); it still works for keys pinned with `pin`, and raises PartitionNotPinned otherwise.
+    The worker writes through `stream.kafka.store` (one producer batch per partition for all the
+    changelog records of a job, handed over with its predictions): Faust's own write path
+    (`table[key] = value`) costs a future, a buffer entry and a producer call per key, the largest
+    share of the event loop after the consumer (profiled). That path still works for keys pinned
+    with `pin`, and raises PartitionNotPinned otherwise.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, use_partitioner=True, **kwargs)
         self._pins: dict[Any, int] = {}
-        # Deletions by tick, so that a changelog record published after its prediction (see
-        # StreamWorker.release) is dropped when its key was erased or expired in the meantime.
-        self.tick = 0
-        self._removed: dict[bytes, int] = {}
-
-    def put(self, key: bytes, value: bytes, partition: int) -> OutRecord:
-        """Store `value` locally; its changelog record for `partition`."""
-        self.data[key] = value
-        return OutRecord(key, value, partition=partition)
-
-    def remove(self, key: bytes, partition: int) -> OutRecord | None:
-        """Delete `key` locally; its changelog tombstone for `partition` (None when absent)."""
-        if self.data.get(key) is None:
-            return None
-        del self.data[key]
-        self.tick += 1
-        self._removed[key] = self.tick
-        return OutRecord(key, None, partition=partition)
-
-    def still_current(self, records: list[OutRecord], since: int) -> list[OutRecord]:
-        """`records` (put at tick `since`) minus those whose key was removed after that."""
-        removed = self._removed
-        if not removed:
-            return records
-        return [r for r in records if r.key is None or removed.get(r.key, 0) <= since]
-
-    def forget_removals(self, upto: int) -> None:
-        """Drop removal marks up to tick `upto` (no record put before it is still pending)."""
-        if self._removed:
-            self._removed = {k: t for k, t in self._removed.items() if t > upto}
 
     def pin(self, key: Any, partition: int) -> None:
         """Route the next Faust-path changelog record of `key` to `partition`."""
@@ -89,7 +60,7 @@ def as_current_event(event: EventT) -> Iterator[None]:
     """Make `event` Faust's current event while a table is written outside stream iteration.
 
     The RocksDB store picks its per-partition database from the current event (the memory store
-    ignores it); the changelog partition itself is the one passed to `PinnedTable.put`.
+    ignores it); the changelog partition itself is the one the store's record names.
     """
     token = faust_streams._current_event.set(weakref.ref(event))
     try:
@@ -185,3 +156,14 @@ def create_app(settings: Settings, partitions: int | None = None) -> StreamApp:
         events=app.topic(settings.events_topic, partitions=n, **raw),
         partitions=n,
     )
+
+
+def open_store(kind: type[S], table: PinnedTable, settings: Settings, sink: Sink) -> S:
+    """A store over a Faust table: its local data, its changelog topic, the RocksDB binding."""
+    bind = None if settings.store.startswith("memory:") else as_current_event
+    return kind(table.data, table.changelog_topic.get_topic_name(), sink, bind)
+
+
+def run_app(sapp: StreamApp, loglevel: str = "info") -> None:
+    """Run the app's Faust worker until SIGTERM/SIGINT."""
+    faust.Worker(sapp.app, loglevel=loglevel, quiet=True).execute_from_commandline()

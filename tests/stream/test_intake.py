@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream.batching import Item, Target, coalesce, model_inputs, plan_groups
+from stream.intake import Item, Target, coalesce, model_inputs, plan_groups
 from stream.windows import Window
 
 

@@ -1,4 +1,10 @@
-"""confluent-kafka client configs from Settings (SASL/TLS included), plus a reachability check.
+"""The Kafka edge: the only package that imports faust, aiokafka or confluent_kafka.
+
+Its modules: `app` (the Faust app, table and agent runner), `store` (WindowStore), `publish`
+(producer hand-over, murmur2), `clients` (assigned readers, a sender), `topics` (admin),
+`faustpatch`, `rejoin`, `highwater`, `recovery` (Faust/aiokafka fixes) and `broker` (the embedded
+broker launcher). Here: confluent-kafka client configs from Settings (SASL/TLS included), plus a
+reachability check.
 
 >>> producer_config(Settings(bootstrap="k:9092"))["partitioner"]
 'murmur2_random'
