@@ -9,8 +9,14 @@ read the scores by label) and an encoder window no longer than the workers' wind
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
+from model.bundle import MODEL_FILE, BundleError, sha256_file, validate_bundle
+from schemas.validation import decode_event
+from stream.kafka import check_reachable
+from stream.kafka.clients import TopicReader
+from stream.kafka.topics import create_topics, default_topics
 from stream.registry import (
     CHALLENGER,
     CHAMPION,
@@ -60,7 +66,7 @@ def validate(
     share: float | None = None,
 ) -> Announcement:
     """Every check, then the announcement to publish (PromotionRefused says what failed)."""
-    from model.bundle import MODEL_FILE, BundleError, sha256_file, validate_bundle
+    # torch loads here, on purpose: reading and rolling back the registry need no model
     from model.export import PARITY_TOL, max_parity_diff, parity_batches
     from model.model import ModelConfig
     from model.runtime import Runtime, eager_probabilities
@@ -126,16 +132,12 @@ def promote(
 
 def announce(settings: Settings, made: Announcement) -> None:
     """Write an announcement (the topic is created if missing)."""
-    from stream.kafka.topics import create_topics, default_topics
-
     create_topics(settings, [s for s in default_topics(settings) if s.compact])
     RegistryWriter(settings).send(made.role.encode(), encode(made))
 
 
 def rollback(settings: Settings, role: str = CHAMPION) -> Announcement | None:
     """Re-announce the previous champion (checked on disk first); retire the challenger."""
-    from model.bundle import MODEL_FILE, sha256_file
-
     state = read_state(settings)
     writer = RegistryWriter(settings)
     if role == CHALLENGER:
@@ -156,8 +158,6 @@ def rollback(settings: Settings, role: str = CHAMPION) -> Announcement | None:
 
 def record_decision(settings: Settings, action: str, version: str, figures: dict[str, Any]) -> None:
     """Write one lifecycle decision (e.g. a retrain outcome) with its figures."""
-    from stream.kafka.topics import create_topics, default_topics
-
     # a report-only retrain may be the first writer (no promotion created the topic yet)
     create_topics(settings, [s for s in default_topics(settings) if s.compact])
     at = now_ms()
@@ -198,8 +198,6 @@ def describe(state: RegistryState) -> list[str]:
 
 
 def _iso(ms: int) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 
@@ -207,43 +205,14 @@ def read_events_topic(
     settings: Settings, since_ms: int | None = None, until_ms: int | None = None
 ) -> list[dict[str, Any]]:
     """Valid events of the events topic with since <= ts < until, read up to its current end."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-
-    from schemas.validation import decode_event
-    from stream.kafka import KafkaUnavailable, check_reachable, client_config
-    from stream.kafka.highwater import true_end_offsets
-
     check_reachable(settings.bootstrap)
-    topic = settings.events_topic
-    consumer = Consumer(
-        {
-            **client_config(settings),
-            "group.id": f"{settings.app_id}-retrain",
-            "enable.auto.commit": False,
-        }
-    )
+    # a busy broker can take a while to answer metadata: wait 30 s, then fail in one line
+    reader = TopicReader(settings, settings.events_topic, f"{settings.app_id}-retrain", timeout=30)
     events: list[dict[str, Any]] = []
     try:
-        try:  # a busy broker can take a while to answer metadata: wait, then fail in one line
-            meta = consumer.list_topics(topic, timeout=30).topics[topic]
-        except KafkaException as exc:
-            raise KafkaUnavailable(f"events topic {topic!r}: {exc.args[0].str()}") from None
-        if meta.error is not None:
-            raise KafkaUnavailable(f"events topic {topic!r} is not available: {meta.error.str()}")
-        parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-        reported = {tp: consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in parts}
-        ends = {tp.partition: end for tp, end in true_end_offsets(settings, reported).items()}
-        consumer.assign([TopicPartition(topic, p.partition, OFFSET_BEGINNING) for p in parts])
-        positions: dict[int, int] = {}
-        while any(positions.get(p, 0) < end for p, end in ends.items()):
-            for message in consumer.consume(10_000, 1.0):
-                if message.error():
-                    continue
-                partition = int(message.partition() or 0)
-                positions[partition] = int(message.offset() or 0) + 1
-                value = message.value()
-                assert not isinstance(value, str)
-                event = decode_event(value, settings.max_event_bytes).event
+        while not reader.caught_up():
+            for _key, value in reader.poll(1.0):
+                event = decode_event(value or b"", settings.max_event_bytes).event
                 if event is None:
                     continue
                 if (since_ms is None or event["ts"] >= since_ms) and (
@@ -251,5 +220,5 @@ def read_events_topic(
                 ):
                     events.append(event)
     finally:
-        consumer.close()
+        reader.close()
     return events

@@ -39,6 +39,8 @@ from urllib.parse import unquote, urlparse
 
 import orjson
 
+from stream.kafka import KafkaUnavailable, check_reachable
+from stream.kafka.clients import Sender, TopicReader
 from stream.settings import Settings
 
 VERSION = 1
@@ -254,59 +256,27 @@ def read_state(settings: Settings, timeout: float = 10.0) -> RegistryState:
 
 
 class RegistryReader:
-    """A consumer assigned to every partition of the models topic from the start (no group)."""
+    """Reads the models topic from its start (no group); an absent topic is an empty registry."""
 
     def __init__(self, settings: Settings, timeout: float = 10.0) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-
-        from stream.kafka import KafkaUnavailable, check_reachable, client_config
-        from stream.kafka.highwater import true_end_offsets
-
-        self.state = RegistryState()
-        self.positions: dict[int, int] = {}
-        topic = settings.models_topic
         check_reachable(settings.bootstrap)
-        conf = {
-            **client_config(settings),
-            "group.id": f"{settings.app_id}-registry",  # never joined: partitions are assigned
-            "enable.auto.commit": False,
-        }
-        self.consumer = Consumer(conf)
-        try:
-            meta = self.consumer.list_topics(topic, timeout=timeout).topics[topic]
-            if meta.error is not None:  # no topic yet: nothing announced
-                self.ends: dict[int, int] = {}
-                return
-            parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-            reported = {
-                tp: self.consumer.get_watermark_offsets(tp, timeout=timeout)[1] for tp in parts
-            }
-        except KafkaException as exc:
-            self.consumer.close()
-            raise KafkaUnavailable(
-                f"cannot read models topic {topic!r}: {exc.args[0].str()}"
-            ) from None
-        ends = true_end_offsets(settings, reported)
-        self.ends = {tp.partition: end for tp, end in ends.items()}
-        self.consumer.assign([TopicPartition(topic, p.partition, OFFSET_BEGINNING) for p in parts])
+        self.state = RegistryState()
+        # never joins the group: partitions are assigned
+        self.reader = TopicReader(
+            settings, settings.models_topic, f"{settings.app_id}-registry", timeout, missing_ok=True
+        )
 
     def poll(self, wait: float = 0.0) -> list[Announcement]:
         """Take in fetched records; the announcements among them, in order."""
         made = []
-        for message in self.consumer.consume(1000, wait):
-            if message.error():
-                continue
-            partition, offset = int(message.partition() or 0), int(message.offset() or 0)
-            self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
-            key, value = message.key(), message.value()
-            assert not isinstance(key, str) and not isinstance(value, str)
+        for key, value in self.reader.poll(wait, 1000):
             found = self.state.apply(key, value)
             if found is not None:
                 made.append(found)
         return made
 
     def caught_up(self) -> bool:
-        return all(self.positions.get(p, 0) >= end for p, end in self.ends.items())
+        return self.reader.caught_up()
 
     def catch_up(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -314,38 +284,34 @@ class RegistryReader:
             self.poll(0.2)
 
     def close(self) -> None:
-        self.consumer.close()
+        self.reader.close()
 
 
 class RegistryWriter:
     """Writes registry records and waits for the broker's acknowledgement."""
 
     def __init__(self, settings: Settings) -> None:
-        from confluent_kafka import Producer
-
-        from stream.kafka import producer_config
-
         self.topic = settings.models_topic
-        self.producer = Producer(producer_config(settings))
+        self.errors: list[str] = []
+        self.sender = Sender(settings, self._delivered)
+
+    def _delivered(self, error: str | None) -> None:
+        if error is not None:
+            self.errors.append(error)
 
     def send(self, key: bytes, value: bytes | None, timeout: float = 15.0) -> None:
-        from stream.kafka import KafkaUnavailable
-
-        errors: list[Any] = []
-
-        def delivered(err: Any, _msg: Any) -> None:
-            if err is not None:
-                errors.append(err)
-
-        self.producer.produce(self.topic, value, key, on_delivery=delivered)
-        if self.producer.flush(timeout) != 0 or errors:
-            reason = errors[0].str() if errors else "no acknowledgement"
-            raise KafkaUnavailable(f"cannot write to {self.topic!r}: {reason}")
+        """Write one record (None: a tombstone); KafkaUnavailable unless the broker acked it."""
+        self.errors.clear()
+        refused = self.sender.send(self.topic, key, value)
+        if refused is None and self.sender.flush(timeout) == 0 and not self.errors:
+            return
+        reason = refused or (self.errors[0] if self.errors else "no acknowledgement")
+        raise KafkaUnavailable(f"cannot write to {self.topic!r}: {reason}")
 
     def send_nowait(self, key: bytes, value: bytes | None) -> None:
         """Queue a record (worker status); delivered by later polls/flush."""
-        self.producer.produce(self.topic, value, key)
-        self.producer.poll(0)
+        self.sender.send(self.topic, key, value)
+        self.sender.poll(0)
 
     def flush(self, timeout: float = 5.0) -> None:
-        self.producer.flush(timeout)
+        self.sender.flush(timeout)

@@ -1,4 +1,4 @@
-"""confluent-kafka clients for the commands and the erasure agent: assigned readers and a sender.
+"""confluent-kafka clients for the commands, the registry and erasure: assigned readers, a sender.
 
 A reader joins no consumer group and commits nothing: it is assigned every partition of one topic,
 from the oldest record or from the high watermark now. Failures become KafkaUnavailable with one
@@ -19,8 +19,17 @@ from stream.settings import Settings
 Start = Literal["beginning", "end"]
 
 
+class TopicMissing(KafkaUnavailable):
+    """The topic does not exist (or the broker reports an error for it)."""
+
+
 def assigned_reader(
-    settings: Settings, topic: str, group_id: str, start: Start = "beginning", back: int = 0
+    settings: Settings,
+    topic: str,
+    group_id: str,
+    start: Start = "beginning",
+    back: int = 0,
+    timeout: float = 10.0,
 ) -> Any:
     """A consumer assigned to every partition of `topic`, from the start or the end.
 
@@ -31,14 +40,14 @@ def assigned_reader(
         {**client_config(settings), "group.id": group_id, "enable.auto.commit": False}
     )
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
         if meta.error is not None:
-            raise KafkaUnavailable(f"topic {topic!r} is not available: {meta.error.str()}")
+            raise TopicMissing(f"topic {topic!r} is not available: {meta.error.str()}")
         parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
         if start == "beginning":
             offsets = dict.fromkeys(parts, OFFSET_BEGINNING)
         else:
-            offsets = {tp: max(0, _high(consumer, tp) - back) for tp in parts}
+            offsets = {tp: max(0, _high(consumer, tp, timeout) - back) for tp in parts}
         consumer.assign([TopicPartition(topic, tp.partition, o) for tp, o in offsets.items()])
     except KafkaException as exc:
         consumer.close()
@@ -49,17 +58,72 @@ def assigned_reader(
     return consumer
 
 
-def _high(consumer: Any, tp: Any) -> int:
-    return int(consumer.get_watermark_offsets(tp, timeout=10)[1])
+def _high(consumer: Any, tp: Any, timeout: float = 10.0) -> int:
+    return int(consumer.get_watermark_offsets(tp, timeout=timeout)[1])
 
 
-def end_offsets(settings: Settings, consumer: Any) -> dict[int, int]:
+def end_offsets(settings: Settings, consumer: Any, timeout: float = 10.0) -> dict[int, int]:
     """Per assigned partition: the offset after its last readable record (see highwater.py)."""
     try:
-        reported = {tp: _high(consumer, tp) for tp in consumer.assignment()}
+        reported = {tp: _high(consumer, tp, timeout) for tp in consumer.assignment()}
     except KafkaException as exc:
         raise KafkaUnavailable(f"cannot read end offsets: {exc.args[0].str()}") from None
     return {tp.partition: end for tp, end in true_end_offsets(settings, reported).items()}
+
+
+Record = tuple[bytes | None, bytes | None]
+
+
+class TopicReader:
+    """Every record of one topic, from the oldest up to its end when the reader was made.
+
+    `missing_ok` reads an absent topic as empty. `poll` returns (key, value) pairs as they come;
+    `caught_up` says when every partition reached its end.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        group_id: str,
+        timeout: float = 10.0,
+        missing_ok: bool = False,
+    ) -> None:
+        self.consumer: Any = None
+        self.ends: dict[int, int] = {}
+        self.positions: dict[int, int] = {}
+        try:
+            self.consumer = assigned_reader(settings, topic, group_id, timeout=timeout)
+        except TopicMissing:
+            if missing_ok:
+                return
+            raise
+        try:
+            self.ends = end_offsets(settings, self.consumer, timeout)
+        except KafkaUnavailable:
+            self.close()
+            raise
+
+    def poll(self, wait: float = 0.0, max_records: int = 10_000) -> list[Record]:
+        """The records fetched within `wait` seconds."""
+        if self.consumer is None:
+            return []
+        records: list[Record] = []
+        for message in self.consumer.consume(max_records, wait):
+            if message.error():
+                continue
+            partition, offset = int(message.partition() or 0), int(message.offset() or 0)
+            self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
+            records.append((message.key(), message.value()))
+        return records
+
+    def caught_up(self) -> bool:
+        return all(self.positions.get(p, 0) >= end for p, end in self.ends.items())
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer = None
 
 
 class Sender:
@@ -82,7 +146,7 @@ class Sender:
 
         self.on_delivery = on_delivery
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> str | None:
+    def send(self, topic: str, key: bytes | None, value: bytes | None) -> str | None:
         """Queue one record, serving deliveries while the local queue is full.
 
         Returns the reason when the client refused the record at once (e.g. larger than
