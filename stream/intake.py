@@ -154,6 +154,7 @@ class Job:
     changelog: list[OutRecord]  # the windows' changelog records, sent once predictions are acked
     tick: int = 0  # the store's removal tick when the windows were written
     entries: Sequence[Sequence[Entry]] = field(default_factory=list)  # each target's new entries
+    held: list[Event] = field(default_factory=list)  # dead-lettered records, acked with the job
 
 
 def model_inputs(targets: Sequence[Target]) -> list[list[dict[str, Any]]]:

@@ -11,9 +11,11 @@ True
 from __future__ import annotations
 
 import threading
+from collections import Counter as Tally
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from prometheus_client import (
@@ -30,6 +32,10 @@ from prometheus_client.process_collector import ProcessCollector
 from stream.privacy import PII_KINDS
 from stream.quality_metrics import QualityGauges
 from stream.windows import EVENT_TYPES
+
+if TYPE_CHECKING:  # types only: the worker's steps call these counters, never the reverse
+    from stream.intake import Batch
+    from stream.outputs import DeadLetter
 
 INVALID_REASONS = (
     "oversized",
@@ -176,6 +182,23 @@ class Metrics:
             self.dlq.labels(reason=reason)
         for kind in PII_KINDS:
             self.dropped_fields.labels(kind=kind)
+
+    def count_batch(self, batch: Batch) -> None:
+        """Count a consumed batch: its size, users, events by type, invalid records, PII drops."""
+        items, letters = batch.items, batch.letters
+        self.batch_events.observe(len(items) + len(letters))
+        self.batch_users.observe(len({item.key for item in items}))
+        for code, n in Tally(i.entry[1] for i in items).items():
+            self.events.labels(event_type=EVENT_TYPES[code]).inc(n)
+        for reason, n in Tally(d.code for d in letters).items():
+            self.invalid.labels(reason=reason).inc(n)
+        for kind in batch.dropped:
+            self.dropped_fields.labels(kind=kind).inc()
+
+    def count_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Count dead letters the broker acknowledged, per reason."""
+        for reason, n in Tally(d.code for d in letters).items():
+            self.dlq.labels(reason=reason).inc(n)
 
     def set_health(self, **changes: Any) -> None:
         """Update health fields and the matching gauges."""

@@ -344,9 +344,9 @@ class ModelSwapper:
     def _swap_champion(self, made: Announcement, runtime: Any, seconds: float) -> None:
         old = self.champion_version
         worker = self.worker
-        worker.model = self.wrap(runtime)  # the next batch is the first on the new model
-        if worker.explainer is not None and self.explainer is not None:
-            worker.explainer = self.explainer(runtime)
+        worker.inference.model = self.wrap(runtime)  # the next batch is the first on it
+        if worker.inference.explainer is not None and self.explainer is not None:
+            worker.inference.explainer = self.explainer(runtime)
         self.champion, self.champion_version = made, runtime.version
         self.runtime = runtime
         self._sync_quality()

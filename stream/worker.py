@@ -3,12 +3,12 @@
 It orders the steps of docs/DESIGN.md, "The path of one event": `stream.intake`,
 `stream.kafka.store`, `stream.inference`, `stream.outputs`.
 
-Delivery (at-least-once): each valid record's message gets an extra reference before the batch body
+Delivery (at-least-once): each record's message gets an extra reference before the batch body
 returns, so `take_events` acking it does not make its offset committable; the reference is released
 only after the broker acknowledged the predictions reflecting it (or its DLQ copy) and its window's
-changelog record. Invalid records are acknowledged by the DLQ inside the body. Changelog records
-and predictions go out in one producer batch per partition (`Publisher.enqueue`), not through
-Faust's per-key table path.
+changelog record, and after every earlier job's (acks in job order). Changelog records and
+predictions go out in one producer batch per partition (`Publisher.enqueue`), not through Faust's
+per-key table path.
 
 Overlap: the body hands each coalesced batch to a one-slot queue and returns, so batch k+1 is
 decoded and written to its windows while batch k is on the inference thread. Jobs are inferred and
@@ -20,15 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from stream.clock import now_ms
-from stream.inference import Explaining, Inference, Model
+from stream.inference import Inference
 from stream.intake import (
-    Batch,
     Event,
     Job,
     Target,
@@ -42,7 +41,7 @@ from stream.metrics import Metrics
 from stream.outputs import DeadLetter, OutRecord, dlq_records, inference_letter
 from stream.privacy import Pseudonymizer
 from stream.settings import Settings
-from stream.windows import EVENT_TYPES, unchanged
+from stream.windows import unchanged
 
 log = logging.getLogger("bstream.worker")
 MAX_UNACKED_JOBS = 4
@@ -88,24 +87,6 @@ class StreamWorker:
         self._stopper: asyncio.Future[None] | None = None
         self.shadow: Shadow | None = None  # a challenger scoring in shadow (stream/modelswap.py)
 
-    @property
-    def model(self) -> Model:
-        """The served model; stream.modelswap sets a new one between batches."""
-        return self.inference.model
-
-    @model.setter
-    def model(self, model: Model) -> None:
-        self.inference.model = model
-
-    @property
-    def explainer(self) -> Explaining | None:
-        """The explainer of the served model (None with explain off)."""
-        return self.inference.explainer
-
-    @explainer.setter
-    def explainer(self, explainer: Explaining | None) -> None:
-        self.inference.explainer = explainer
-
     # -- intake (inside the take_events body) --------------------------------------------------
 
     async def intake(self, events: Sequence[Event]) -> None:
@@ -115,9 +96,15 @@ class StreamWorker:
         for msg in messages:
             consumed[msg.partition] = max(consumed.get(msg.partition, 0), msg.offset + 1)
         batch = read_batch(messages, self.pseudo, self.settings.max_event_bytes, time.monotonic())
-        self._count_batch(batch)
+        self.metrics.count_batch(batch)
+        # Dead-lettered records ride with the batch's first job (or a job of their own), so their
+        # offsets become committable in job order too, never ahead of earlier jobs' events.
+        held: list[Event] = []
         if batch.letters:
             await self.dead_letter(batch.letters)
+            valid = {item.ref for item in batch.items}
+            held = [event for ref, event in enumerate(events) if ref not in valid]
+        jobs = 0
         for group in plan_groups(batch.items, self.settings.naive):
             changelog: list[OutRecord] = []
             updated = [
@@ -127,21 +114,16 @@ class StreamWorker:
             targets = [target for target, _ in updated if target is not None]
             entries = [new for target, new in updated if target is not None]
             refs = [events[ref] for update in group for ref in update.refs]
-            job = Job(targets, refs, changelog, self.store.tick, entries)
-            for event in job.events:
-                event.message.incref()  # released in release(), after the broker acks
-            await self.queue.put(job)
+            await self.hand_over(Job(targets, refs, changelog, self.store.tick, entries, held))
+            held, jobs = [], jobs + 1
+        if held and not jobs:
+            await self.hand_over(Job([], [], [], self.store.tick, held=held))
 
-    def _count_batch(self, batch: Batch) -> None:
-        m, items, letters = self.metrics, batch.items, batch.letters
-        m.batch_events.observe(len(items) + len(letters))
-        m.batch_users.observe(len({item.key for item in items}))
-        for code, n in Counter(i.entry[1] for i in items).items():
-            m.events.labels(event_type=EVENT_TYPES[code]).inc(n)
-        for reason, n in Counter(d.code for d in letters).items():
-            m.invalid.labels(reason=reason).inc(n)
-        for kind in batch.dropped:
-            m.dropped_fields.labels(kind=kind).inc()
+    async def hand_over(self, job: Job) -> None:
+        """Hold the job's events (released in `release`, after the broker acks), then queue it."""
+        for event in (*job.events, *job.held):
+            event.message.incref()
+        await self.queue.put(job)
 
     def update_window(
         self, update: UserUpdate, last: Event, changelog: list[OutRecord]
@@ -169,7 +151,7 @@ class StreamWorker:
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         """Write to the DLQ, wait for the acks, count per reason."""
         await asyncio.gather(*await self.enqueue_letters(letters))
-        self._count_letters(letters)
+        self.metrics.count_letters(letters)
 
     async def enqueue_letters(self, letters: Sequence[DeadLetter]) -> list[Awaitable[Any]]:
         """Hand dead letters to the producer; futures resolve on the broker's acks.
@@ -179,10 +161,6 @@ class StreamWorker:
         """
         letters = [replace(d, key=self.pseudo.record_key(d.key)) for d in letters]
         return await self.publisher.enqueue(self.settings.dlq_topic, dlq_records(letters))
-
-    def _count_letters(self, letters: Sequence[DeadLetter]) -> None:
-        for reason, n in Counter(d.code for d in letters).items():
-            self.metrics.dlq.labels(reason=reason).inc(n)
 
     # -- inference and publishing (the job runner task) ----------------------------------------
 
@@ -194,13 +172,17 @@ class StreamWorker:
         """
         unacked: deque[asyncio.Future[None]] = deque()
         turn: asyncio.Future[None] | None = None  # the previous job's changelog handed over
+        acked: asyncio.Future[bool] | None = None  # the previous job's events acked (True)
         while True:
             job = await self.queue.get()
             try:
                 published = await self.publish(job)
-                mine = asyncio.get_running_loop().create_future()
-                released = asyncio.ensure_future(self.release(job, published, turn, mine))
-                turn = mine
+                loop = asyncio.get_running_loop()
+                mine, done = loop.create_future(), loop.create_future()
+                released = asyncio.ensure_future(
+                    self.release(job, published, turn, mine, acked, done)
+                )
+                turn, acked = mine, done
                 released.add_done_callback(self._stop_on_failure)
                 unacked.append(released)
                 while len(unacked) > MAX_UNACKED_JOBS or (unacked and unacked[0].done()):
@@ -231,6 +213,8 @@ class StreamWorker:
         published: Published,
         turn: asyncio.Future[None] | None = None,
         mine: asyncio.Future[None] | None = None,
+        after: asyncio.Future[bool] | None = None,
+        done: asyncio.Future[bool] | None = None,
     ) -> None:
         """Predictions acked, then the windows' changelog, then count and let offsets commit.
 
@@ -239,27 +223,39 @@ class StreamWorker:
         event it already holds needs none (`update_window`). Jobs hand their records over in
         order (`turn`), so a key's newer window cannot be overtaken by an older one; a key erased
         or expired since is left out, so its tombstone stays last.
+
+        Events are acked in job order (`after`), so a later job acked first never makes offsets
+        committable past an earlier job's: Faust's gap check misses that with no committed offset
+        (a start, `stream.kafka.rejoin.forget`) or a gap of one (consumer.py `_new_offset`).
         """
+        ok = False
         try:
-            await asyncio.gather(*published.acks)
-            if turn is not None:
-                await turn
-            store = self.store
-            changelog = await store.publish(store.still_current(job.changelog, job.tick))
-            store.forget_removals(job.tick)
+            try:
+                await asyncio.gather(*published.acks)
+                if turn is not None:
+                    await turn
+                store = self.store
+                changelog = await store.publish(store.still_current(job.changelog, job.tick))
+                store.forget_removals(job.tick)
+            finally:
+                if mine is not None and not mine.done():
+                    mine.set_result(None)
+            await asyncio.gather(*changelog)
+            if after is not None and not await after:
+                return  # an earlier job failed: the worker stops; its offsets stay uncommitted
+            now = time.monotonic()
+            if published.letters:
+                self.metrics.count_letters(published.letters)
+            if published.predictions:
+                self.metrics.predictions.inc(published.predictions)
+                for target in job.targets:
+                    self.metrics.event_to_prediction.observe(now - target.arrival)
+            for event in (*job.events, *job.held):
+                event.ack()
+            ok = True
         finally:
-            if mine is not None and not mine.done():
-                mine.set_result(None)
-        await asyncio.gather(*changelog)
-        done = time.monotonic()
-        if published.letters:
-            self._count_letters(published.letters)
-        if published.predictions:
-            self.metrics.predictions.inc(published.predictions)
-            for target in job.targets:
-                self.metrics.event_to_prediction.observe(done - target.arrival)
-        for event in job.events:
-            event.ack()
+            if done is not None and not done.done():
+                done.set_result(ok)
 
     def _stop_on_failure(self, released: asyncio.Future[None]) -> None:
         failure = None if released.cancelled() else released.exception()

@@ -56,7 +56,7 @@ def test_a_swap_replaces_the_model_and_frees_the_old_one(
 ) -> None:
     old = Runtime.load(tiny_bundle, device="cpu")
     new = Runtime.load(second_bundle, device="cpu")
-    worker = SimpleNamespace(model=old, explainer=None, shadow=None)
+    worker = SimpleNamespace(inference=SimpleNamespace(model=old, explainer=None), shadow=None)
     metrics = Metrics()
     swapper = ModelSwapper(Settings(device="cpu"), worker, metrics, Startup(old, None))
     gone = weakref.ref(old)
@@ -65,7 +65,7 @@ def test_a_swap_replaces_the_model_and_frees_the_old_one(
     swapper._swap_champion(announced(second_bundle), new, 0.1)
     gc.collect()
 
-    assert worker.model is new and swapper.champion_version == new.version
+    assert worker.inference.model is new and swapper.champion_version == new.version
     assert metrics.health.model_version == new.version
     assert gone() is None  # nothing else held the replaced runtime
     assert b'bstream_model_info{model_version="%s",role="champion"} 1.0' % new.version.encode() in (

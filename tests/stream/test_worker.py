@@ -16,11 +16,13 @@ import pytest
 from schemas.validation import validate_prediction
 from stream import inference as inference_module
 from stream.inference import Inference
-from stream.intake import Target
+from stream.intake import Job, Target
 from stream.metrics import Metrics
+from stream.outputs import OutRecord
 from stream.settings import Settings
-from stream.testing import Harness, event
+from stream.testing import Delivered, Harness, Message, event
 from stream.windows import Window, decode_window
+from stream.worker import Published
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +157,42 @@ def test_failed_inference_is_retried_then_given_up(
     assert (
         inference.metrics.inference_failures._value.get() == inference_module.INFERENCE_RETRIES + 1
     )
+
+
+def test_a_later_job_acked_first_lets_no_offset_go_before_the_earlier_one(
+    harness: Harness,
+) -> None:
+    """Faust's gap check misses a gap with no committed offset; release must ack in job order."""
+    first, second = (Delivered(Message(event(), None, 0, offset)) for offset in (0, 1))
+
+    class HeldSink:  # the broker acknowledges each changelog hand-over when the test says so
+        def __init__(self) -> None:
+            self.acks: list[asyncio.Future[None]] = []
+
+        async def enqueue(self, topic: str, records: Any) -> list[asyncio.Future[None]]:
+            self.acks.append(asyncio.get_running_loop().create_future())
+            return [self.acks[-1]]
+
+    async def scenario() -> tuple[int, int, int, int]:
+        loop, worker, sink = asyncio.get_running_loop(), harness.worker, HeldSink()
+        harness.store.sink = sink
+        futures = [loop.create_future() for _ in range(4)]  # changelog handed over, events acked
+        jobs = [Job([], [e], [OutRecord(b"k", b"v", partition=0)]) for e in (first, second)]
+        for e in (first, second):
+            e.message.incref()  # as hand_over does
+        releasing = [
+            asyncio.ensure_future(worker.release(job, Published([]), *chain))
+            for job, chain in [
+                (jobs[0], (None, futures[0], None, futures[1])),
+                (jobs[1], (futures[0], futures[2], futures[1], futures[3])),
+            ]
+        ]
+        await asyncio.sleep(0.05)
+        sink.acks[1].set_result(None)  # the later job's changelog is acked first
+        await asyncio.sleep(0.05)
+        held = (first.message.refcount, second.message.refcount)
+        sink.acks[0].set_result(None)
+        await asyncio.gather(*releasing)
+        return (*held, first.message.refcount, second.message.refcount)
+
+    assert harness.loop.run_until_complete(scenario()) == (2, 2, 1, 1)
