@@ -9,6 +9,7 @@ from typing import Any
 
 from stream import clock
 from stream.kafka.app import StreamApp
+from stream.kafka.rejoin import StateCheck
 from stream.kafka.store import WindowStore
 from stream.metrics import Metrics
 from stream.settings import Settings
@@ -86,6 +87,7 @@ def install_timers(
     metrics: Metrics,
     next_offset: dict[int, int],
     store: WindowStore,
+    state: StateCheck,
 ) -> None:
     """Register the periodic upkeep on the Faust app."""
     app = sapp.app
@@ -109,3 +111,7 @@ def install_timers(
                 "broker %s is %s", settings.bootstrap, "reachable" if up else "UNREACHABLE"
             )
         metrics.set_health(broker_up=up)
+        if up:
+            await state.broker_up()  # after an outage: is our changelog still there?
+        else:
+            state.broker_down()

@@ -86,11 +86,16 @@ class StreamWorker:
         self.stopping = False
         self._stopper: asyncio.Future[None] | None = None
         self.shadow: Shadow | None = None  # a challenger scoring in shadow (stream/modelswap.py)
+        # Clear from a broker outage until the broker is known to still hold our changelog
+        # (stream.kafka.rejoin.StateCheck): events fetched meanwhile wait, unprocessed.
+        self.broker_checked: asyncio.Event | None = None
 
     # -- intake (inside the take_events body) --------------------------------------------------
 
     async def intake(self, events: Sequence[Event]) -> None:
         """Process one consumed batch: DLQ the invalid, update windows, queue inference jobs."""
+        if self.broker_checked is not None and not self.broker_checked.is_set():
+            await self.broker_checked.wait()
         messages = [event.message for event in events]
         consumed = self.next_offset
         for msg in messages:

@@ -191,14 +191,10 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     swapper = _swapper(settings, sapp, worker, metrics, startup)
     quality = install_quality(sapp, settings, metrics, publisher, runtime, pseudonymizer.key_id)
     worker.quality = quality
-    install_timers(sapp, settings, metrics, worker.next_offset, store)
-    rejoin.install(
-        sapp.app,
-        worker.next_offset,
-        sapp.events.get_topic_name(),
-        store.changelog_topic,
-        rejoin.topic_checker(settings),
-    )
+    state = rejoin.StateCheck(sapp.app, store.changelog_topic, rejoin.topic_checker(settings))
+    worker.broker_checked = state.verified
+    install_timers(sapp, settings, metrics, worker.next_offset, store, state)
+    rejoin.install(sapp.app, worker.next_offset, sapp.events.get_topic_name(), state)
     recovery.install(
         sapp.app,
         store.changelog_topic,

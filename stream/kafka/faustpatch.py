@@ -1,4 +1,4 @@
-"""Two narrow patches of faust-streaming 0.15 internals, both measured; re-check on upgrade.
+"""Narrow patches of faust-streaming 0.15 internals, each measured; re-check on upgrade.
 
 1. Faust hard-codes `fetch_max_wait_ms=1500` and Tansu does not answer a waiting fetch early when
    data arrives, which added ~0.4-1.2 s to every event's latency: the worker asks for 100 ms.
@@ -7,14 +7,23 @@
    of the event loop (py-spy: ~14%). The patch runs the callback at once instead; only when it
    has to wait (a full stream buffer, suspended flow) does it fall back to `wait_first`, which
    then continues the same callback, so suspension and stopping behave exactly as before.
+3. When recovery completes, Faust resumes the stream partitions, then seeks them to the committed
+   offsets, then resumes flow control, which empties every stream buffer. The running fetcher
+   reads records in between; the emptying drops those not yet taken, and the next record after
+   them then looks like a jump over a gap, which Faust counts as acked (`Consumer._add_gap`). So
+   records were committed unprocessed (measured: kill -9 fault runs lost 10 and 1,312 users; see
+   docs/DESIGN.md, pitfall 15). The patch resumes the stream partitions only once the buffers
+   are emptied, so the first record fetched is the committed one. Any remaining gap is logged.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Coroutine, Generator
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any
 
+from faust.tables import recovery as faust_recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitResults
@@ -22,6 +31,10 @@ from mode.services import WaitResults
 FETCH_MAX_WAIT_MS = 100
 _create_worker_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
 _wait_first = faust_consumer.Consumer.wait_first
+_add_gap = faust_consumer.Consumer._add_gap
+_resume_streams = faust_recovery.Recovery._resume_streams
+_on_recovery_completed = faust_recovery.Recovery.on_recovery_completed
+log = logging.getLogger("bstream.consumer")
 
 
 def _worker_consumer_short_fetch_wait(self: Any, transport: Any) -> Any:
@@ -76,9 +89,64 @@ async def eager_wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
     return await _wait_first(self, resume(callback, yielded), suspended)
 
 
+RecoveryStep = Callable[..., Awaitable[None]]
+
+
+def resume_streams_after_clearing(step: RecoveryStep) -> RecoveryStep:
+    """Wrap a Recovery step so stream partitions resume with the flow, after buffers are emptied.
+
+    Inside the step, `consumer.resume_partitions` holds back non-changelog partitions and
+    `consumer.resume_flow` (which Faust calls right after `flow_control.resume()`) resumes them.
+    """
+
+    async def step_in_safe_order(self: Any, generation_id: int = 0) -> None:
+        consumer = self.app.consumer
+        resume_partitions, resume_flow = consumer.resume_partitions, consumer.resume_flow
+        held: set[Any] = set()
+
+        def hold_streams(tps: Iterable[Any]) -> None:
+            tps = set(tps)
+            streams = {tp for tp in tps if not self._is_changelog_tp(tp)}
+            held.update(streams)
+            if tps - streams:
+                resume_partitions(tps - streams)
+
+        def resume_flow_then_streams() -> None:
+            resume_flow()
+            if held:
+                resume_partitions(set(held))
+                held.clear()
+
+        consumer.resume_partitions, consumer.resume_flow = hold_streams, resume_flow_then_streams
+        try:
+            await step(self, generation_id)
+        finally:
+            del consumer.resume_partitions, consumer.resume_flow  # back to the class's methods
+            if held:  # the step stopped between the two calls: resume as Faust would have
+                resume_partitions(held)
+
+    return step_in_safe_order
+
+
+async def logged_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+    """`Consumer._add_gap`, with a warning: offsets Faust will count as acked without a record."""
+    log.warning(
+        "the fetch skipped offsets %d-%d of %s partition %d; Faust counts them as done",
+        offset_from,
+        offset_to,
+        tp.topic,
+        tp.partition,
+    )
+    await _add_gap(self, tp, offset_from, offset_to)
+
+
 def install() -> None:
-    """Apply both patches (idempotent)."""
+    """Apply the patches (idempotent)."""
     faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = (  # type: ignore[method-assign]
         _worker_consumer_short_fetch_wait
     )
     faust_consumer.Consumer.wait_first = eager_wait_first  # type: ignore[method-assign]
+    faust_consumer.Consumer._add_gap = logged_gap  # type: ignore[method-assign]
+    recovery: Any = faust_recovery.Recovery
+    recovery._resume_streams = resume_streams_after_clearing(_resume_streams)
+    recovery.on_recovery_completed = resume_streams_after_clearing(_on_recovery_completed)

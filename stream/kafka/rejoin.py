@@ -11,6 +11,11 @@
    window writes would go to a topic that no longer exists (measured: the worker stalled, or
    dropped the first events sent after the restart). Kafka Streams stops on missing changelogs
    too: we log one clear line and stop, and a restart rebuilds everything from what the broker has.
+   The check runs after every assignment but the first, and when the broker probe sees the broker
+   again after an outage. Until then the worker takes no events (`StateCheck.verified`): a consumer
+   whose session expired keeps fetching at its old positions, and the embedded broker acknowledges
+   writes to topics it does not have, then fails the first writes once they exist (measured: the
+   restarted worker stopped on `AlreadyExists` from Tansu's storage for outcomes-changelog).
 """
 
 from __future__ import annotations
@@ -55,14 +60,39 @@ def topic_checker(settings: Any) -> Callable[[str], bool]:
     return exists
 
 
-def install(
-    app: Any,
-    next_offset: MutableMapping[int, int],
-    topic: str,
-    changelog: str,
-    topic_exists: Callable[[str], bool],
-) -> None:
-    """Hook every assignment; from the second one on, check that `changelog` still exists."""
+class StateCheck:
+    """Whether the broker still has our changelog; `verified` is clear from an outage to a check."""
+
+    def __init__(self, app: Any, changelog: str, topic_exists: Callable[[str], bool]) -> None:
+        self.app, self.changelog, self.topic_exists = app, changelog, topic_exists
+        self.verified = asyncio.Event()
+        self.verified.set()
+
+    def broker_down(self) -> None:
+        """The broker was unreachable: hold intake until it is checked again."""
+        self.verified.clear()
+
+    async def broker_up(self) -> None:
+        """The broker is reachable: check it once if an outage came before."""
+        if not self.verified.is_set():
+            await self.check()
+
+    async def check(self) -> None:
+        """Stop the worker when the changelog is gone; otherwise let intake go on."""
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(None, self.topic_exists, self.changelog):
+            self.verified.set()
+            return
+        log.error(
+            "the broker lost this worker's state (changelog topic %s is gone: a new, empty "
+            "broker?); stopping so that a restart rebuilds from what the broker has",
+            self.changelog,
+        )
+        await self.app.crash(BrokerLostState(f"changelog topic {self.changelog} is gone"))
+
+
+def install(app: Any, next_offset: MutableMapping[int, int], topic: str, state: StateCheck) -> None:
+    """Hook every assignment; from the second one on, check that the changelog still exists."""
     assignments = 0
 
     @app.on_partitions_assigned.connect  # type: ignore[misc]
@@ -72,13 +102,5 @@ def install(
         stale = forget(app.consumer, assigned, next_offset, topic)
         if stale:
             log.warning("rejoined with %d partitions still marked as read: forgot the marks", stale)
-        if assignments == 1:
-            return  # the app declared its changelog just before the first join
-        exists = await asyncio.get_running_loop().run_in_executor(None, topic_exists, changelog)
-        if not exists:
-            log.error(
-                "the broker lost this worker's state (changelog topic %s is gone: a new, empty "
-                "broker?); stopping so that a restart rebuilds from what the broker has",
-                changelog,
-            )
-            await app.crash(BrokerLostState(f"changelog topic {changelog} is gone"))
+        if assignments > 1:  # the app declared its changelog just before the first join
+            await state.check()

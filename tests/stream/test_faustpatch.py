@@ -1,4 +1,4 @@
-"""The eager hand-over of fetched messages behaves like Faust's `wait_first`, minus the tasks."""
+"""The Faust patches: hand-over like `wait_first` minus the tasks; streams resume after the seek."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import warnings
 from typing import Any
 
 import mode
+import pytest
 
-from stream.kafka.faustpatch import eager_wait_first
+from stream.kafka.faustpatch import eager_wait_first, resume_streams_after_clearing
 
 
 async def handed_over(callback: Any, suspended: asyncio.Event) -> tuple[Any, int]:
@@ -85,3 +86,59 @@ def test_suspended_flow_abandons_a_waiting_callback_as_faust_does() -> None:
     results = asyncio.run(run())
 
     assert results.results == [True] and cancelled == [True]
+
+
+class Consumer:
+    """Records the order of the calls a Faust recovery step makes on its consumer."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def resume_partitions(self, tps: Any) -> None:
+        self.calls.append("resume " + ",".join(sorted(tps)))
+
+    def resume_flow(self) -> None:
+        self.calls.append("resume_flow")
+
+
+class Recovery:
+    """Stands for faust's Recovery: the two attributes the wrapper reads."""
+
+    def __init__(self) -> None:
+        self.app = type("App", (), {"consumer": Consumer()})()
+
+    def _is_changelog_tp(self, tp: str) -> bool:
+        return tp.endswith("changelog")
+
+
+async def faust_order(self: Recovery, generation_id: int = 0) -> None:
+    """Faust 0.15.3's order in `on_recovery_completed`: resume streams, seek, clear, flow."""
+    consumer = self.app.consumer
+    consumer.resume_partitions({"events", "windows-changelog"})
+    consumer.calls.append("seek")
+    consumer.calls.append("clear buffers")
+    consumer.resume_flow()
+
+
+def test_stream_partitions_resume_only_after_the_seek_and_the_emptied_buffers() -> None:
+    recovery = Recovery()
+    asyncio.run(resume_streams_after_clearing(faust_order)(recovery))
+    assert recovery.app.consumer.calls == [
+        "resume windows-changelog",
+        "seek",
+        "clear buffers",
+        "resume_flow",
+        "resume events",
+    ]
+    assert "resume_partitions" not in vars(recovery.app.consumer)  # the class's methods again
+
+
+def test_a_step_that_stops_early_still_resumes_what_it_held() -> None:
+    async def stops(self: Recovery, generation_id: int = 0) -> None:
+        self.app.consumer.resume_partitions({"events"})
+        raise TimeoutError
+
+    recovery = Recovery()
+    with pytest.raises(TimeoutError):
+        asyncio.run(resume_streams_after_clearing(stops)(recovery))
+    assert recovery.app.consumer.calls == ["resume events"]

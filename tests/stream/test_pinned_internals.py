@@ -104,6 +104,27 @@ def check_3() -> None:
     assert call.search(source(faust_consumer.Consumer._drain_messages))
 
 
+@pin("Recovery._resume_streams/on_recovery_completed order")
+def check_recovery_order() -> None:
+    for name in ("_resume_streams", "on_recovery_completed"):
+        original = getattr(faustpatch, f"_{name}".replace("__", "_"))
+        assert params(original) == ["self", "generation_id"], name
+        body = source(original)
+        steps = [
+            "consumer.resume_partitions(",
+            "consumer.perform_seek()",
+            "flow_control.resume()",
+            "consumer.resume_flow()",
+        ]
+        at = [body.find(step) for step in steps]
+        assert -1 not in at and at == sorted(at), f"Recovery.{name} changed its order: {at}"
+    assert callable(faust_recovery.Recovery._is_changelog_tp)
+    for name in ("resume_partitions", "resume_flow"):
+        assert callable(getattr(faust_consumer.Consumer, name)), name
+    assert params(faustpatch._add_gap) == ["self", "tp", "offset_from", "offset_to"]
+    assert "await self._add_gap(" in source(faust_consumer.Consumer._drain_messages)
+
+
 @pin("mode.services.WaitResults")
 def check_4() -> None:
     assert WaitResults._fields == ("done", "results", "stopped")
@@ -215,7 +236,7 @@ def check_12() -> None:
 
 
 def test_every_patched_module_has_its_pins() -> None:
-    assert len(PINS) == 12
+    assert len(PINS) == 13
 
 
 @pytest.mark.parametrize("name", sorted(PINS))
