@@ -3,7 +3,9 @@
 The worker infers on one thread of its own while the event loop decodes the next batch. Before
 each model call the policy reads how busy the event loop was since the previous call (CPU time of
 the loop's thread / wall time, smoothed); torch may use the cores left over (the cap), and below
-the cap the count with the lowest measured seconds per row wins (ThreadChooser):
+the cap the count with the lowest measured seconds per row wins (ThreadChooser). When the next
+batch is always ready as soon as a call ends (the model is the bound: WaitMeter), the cap is all
+cores, however busy the loop looks, because the loop's work then waits on the model anyway:
 
 >>> choose_threads(cores=2, loop_busy=0.10)  # model-bound: the loop mostly waits on the model
 2
@@ -31,6 +33,10 @@ LOOP_SHARE_MAX = 0.35
 SMOOTHING = 0.5  # weight of the newest interval in the moving loop-busy estimate
 COST_SMOOTHING = 0.3  # weight of the newest call in a thread count's seconds-per-row estimate
 EXPLORE_EVERY = 50  # re-check the runner-up count once in this many calls (<1% of batches)
+# Model-bound while the inference thread waits less than this share of the time between calls
+# (the hand-over of results and the next job costs a few ms per batch), intake-bound again above
+# the second figure; the gap between the two keeps the cap from flapping.
+MODEL_BOUND_BELOW, INTAKE_BOUND_ABOVE = 0.10, 0.30
 MIN_ROWS = 8  # calls smaller than this do not update the cost estimates
 
 
@@ -75,6 +81,44 @@ class LoopMeter:
                 self.busy += SMOOTHING * (min(1.0, cpu / wall) - self.busy)
         self._last = now
         return self.busy
+
+
+class WaitMeter:
+    """How long the inference thread waits for the next batch, as a smoothed share of its time.
+
+    >>> clock = [0.0]
+    >>> meter = WaitMeter(lambda: clock[0])
+    >>> for _ in range(6):  # each call takes 1 s and the next batch is ready at once
+    ...     meter.start(); clock[0] += 1.0; meter.end()
+    >>> meter.model_bound
+    True
+    >>> for _ in range(6):  # now it waits 1 s for every batch: intake is the bound
+    ...     clock[0] += 1.0; meter.start(); clock[0] += 1.0; meter.end()
+    >>> round(meter.waiting, 2), meter.model_bound
+    (0.49, False)
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.waiting = 1.0  # unknown at first: not model-bound until calls show it
+        self.model_bound = False
+        self._ended: float | None = None
+        self._started = 0.0
+
+    def start(self) -> None:
+        self._started = self.clock()
+
+    def end(self) -> None:
+        now = self.clock()
+        if self._ended is not None:
+            wait, busy = self._started - self._ended, now - self._started
+            if wait + busy > 0:
+                self.waiting += SMOOTHING * (wait / (wait + busy) - self.waiting)
+        self._ended = now
+        if self.waiting < MODEL_BOUND_BELOW:
+            self.model_bound = True
+        elif self.waiting > INTAKE_BOUND_ABOVE:
+            self.model_bound = False
 
 
 class ThreadChooser:
@@ -145,6 +189,7 @@ class AdaptiveThreads:
         self.fixed = fixed
         self.meter = meter or LoopMeter(thread_cpu_clock(threading.main_thread()))
         self.chooser = ThreadChooser()
+        self.waits = WaitMeter()
         self.on_change = on_change
         self.threads = 0  # torch's count on the inference thread, once set
 
@@ -152,9 +197,11 @@ class AdaptiveThreads:
         return getattr(self.model, name)  # version, labels, device, ... of the real runtime
 
     def next_threads(self) -> int:
-        """The count for the next call: fixed, or measured-best below the loop-share cap."""
+        """The count for the next call: fixed, or measured-best below the cap (all cores while
+        the model is the bound, else what the loop leaves free)."""
         busy = self.meter.read()
-        return self.fixed or self.chooser.pick(choose_threads(self.cores, busy))
+        cap = self.cores if self.waits.model_bound else choose_threads(self.cores, busy)
+        return self.fixed or self.chooser.pick(cap)
 
     def predict(self, windows: Sequence[Sequence[Any]]) -> list[dict[str, float]]:
         wanted = self.next_threads()
@@ -166,7 +213,9 @@ class AdaptiveThreads:
             log.debug("inference threads -> %d (event loop busy %.2f)", wanted, self.meter.busy)
             if self.on_change is not None:
                 self.on_change(wanted)
+        self.waits.start()
         started = time.perf_counter()
         scores = self.model.predict(windows)
         self.chooser.record(wanted, len(windows), time.perf_counter() - started)
+        self.waits.end()
         return scores  # type: ignore[no-any-return]

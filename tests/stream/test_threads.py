@@ -13,6 +13,7 @@ from stream.threads import (
     AdaptiveThreads,
     LoopMeter,
     ThreadChooser,
+    WaitMeter,
     choose_threads,
     thread_cpu_clock,
 )
@@ -95,3 +96,16 @@ def test_module_examples_hold() -> None:
     import stream.threads
 
     assert doctest.testmod(stream.threads).failed == 0
+
+
+def test_a_model_bound_worker_gets_every_core_however_busy_its_loop_looks() -> None:
+    clock = [0.0]
+    model = AdaptiveThreads(object(), cores=2, meter=LoopMeter(None))
+    model.meter.busy = 0.6  # the loop-share rule alone would keep one core for the loop
+    model.waits = WaitMeter(lambda: clock[0])
+    assert model.next_threads() == 1
+    for _ in range(6):  # back-to-back calls: the next batch is always ready
+        model.waits.start()
+        clock[0] += 0.3
+        model.waits.end()
+    assert model.next_threads() == 2  # the cap is now 2; 2 is untried, so it is tried first
