@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
 log = logging.getLogger("bstream.threads")
@@ -38,6 +39,21 @@ EXPLORE_EVERY = 50  # re-check the runner-up count once in this many calls (<1% 
 # the second figure; the gap between the two keeps the cap from flapping.
 MODEL_BOUND_BELOW, INTAKE_BOUND_ABOVE = 0.10, 0.30
 MIN_ROWS = 8  # calls smaller than this do not update the cost estimates
+
+
+def prefer_passive_openmp(environ: MutableMapping[str, str] = os.environ) -> bool:
+    """Ask OpenMP to sleep, not spin, between parallel regions; False if torch already loaded.
+
+    libgomp reads OMP_WAIT_POLICY once, when torch loads it, so this must run before the first
+    `import torch`. A value the user set wins. Why: two intra-op threads on 2 cores spin after
+    every region and take the event loop's core; measured in one `bstream bench --thread-sweep`
+    each (real MiniLM bundle, 8,000 Taobao events): the worker pinned to 2 threads delivered 287
+    predictions/s spinning and 318 passive (docs/DESIGN.md, "Inference threads").
+    """
+    if "torch" in sys.modules:
+        return False
+    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return True
 
 
 def choose_threads(cores: int, loop_busy: float, share_max: float = LOOP_SHARE_MAX) -> int:

@@ -134,6 +134,9 @@ def _swapper(settings: Settings, sapp: Any, worker: Any, metrics: Any, startup: 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Build everything from settings and run until SIGTERM/SIGINT."""
     from stream.metrics import Metrics, serve
+    from stream.threads import prefer_passive_openmp
+
+    prefer_passive_openmp()  # before anything loads torch (stream/threads.py says why)
 
     pseudonymizer = preflight(settings)
     metrics = Metrics(process=True)

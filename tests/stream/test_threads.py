@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import sys
 import threading
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from stream.threads import (
     ThreadChooser,
     WaitMeter,
     choose_threads,
+    prefer_passive_openmp,
     thread_cpu_clock,
 )
 
@@ -109,3 +111,16 @@ def test_a_model_bound_worker_gets_every_core_however_busy_its_loop_looks() -> N
         clock[0] += 0.3
         model.waits.end()
     assert model.next_threads() == 2  # the cap is now 2; 2 is untried, so it is tried first
+
+
+def test_the_worker_asks_openmp_to_sleep_only_before_torch_loads_and_never_over_the_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    fresh: dict[str, str] = {}
+    chosen = {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert prefer_passive_openmp(fresh) and fresh == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert prefer_passive_openmp(chosen) and chosen == {"OMP_WAIT_POLICY": "ACTIVE"}
+    monkeypatch.setitem(sys.modules, "torch", object())
+    late: dict[str, str] = {}
+    assert not prefer_passive_openmp(late) and late == {}
