@@ -144,28 +144,43 @@ class ThreadChooser:
     with other work two intra-op threads can be many times slower than one (a descheduled thread
     holds up every parallel region), which no reading of our own loop shows.
 
+    The first call at each count is a warm-up and is not counted: it pays for OpenMP starting
+    its threads and TorchScript profiling its first runs (measured: with it counted, a max-rate
+    run kept 1 thread for 4 minutes, 0.50 of the ceiling, where 2 threads gave 0.93). A count
+    looked at again after losing gets the new call's cost, not a blend with its stale one.
+
     >>> chooser = ThreadChooser(explore_every=3)
-    >>> chooser.pick(2)  # each count is tried once, the cap first
+    >>> chooser.pick(2)  # each count is tried, the cap first
+    2
+    >>> chooser.record(2, rows=256, seconds=5.0)  # warm-up: not counted
+    >>> chooser.pick(2)
     2
     >>> chooser.record(2, rows=256, seconds=0.5)
-    >>> chooser.pick(2)
-    1
-    >>> chooser.record(1, rows=256, seconds=1.0)
+    >>> chooser.pick(2), chooser.record(1, rows=256, seconds=1.0)
+    (1, None)
+    >>> chooser.pick(2), chooser.record(1, rows=256, seconds=1.0)
+    (1, None)
     >>> [chooser.pick(2) for _ in range(4)]  # the cheapest
     [2, 2, 2, 2]
     >>> chooser.record(2, rows=256, seconds=9.0)  # other work arrives: 2 threads now stall
     >>> [chooser.pick(2) for _ in range(4)]  # 1 wins; 2 is looked at again every third call
-    [1, 1, 2, 1]
+    [2, 1, 1, 2]
+    >>> chooser.record(2, rows=256, seconds=0.5)  # the load is gone: 2 wins again at once
+    >>> chooser.pick(2)
+    2
     """
 
     def __init__(self, explore_every: int = EXPLORE_EVERY) -> None:
         self.explore_every = explore_every
         self.cost: dict[int, float] = {}  # threads -> smoothed seconds per row
+        self.counted: dict[int, int] = {}  # threads -> calls recorded (the first is a warm-up)
         self.calls = 0
+        self.exploring: int | None = None  # the count of a call made to look at it again
 
     def pick(self, cap: int) -> int:
         """The thread count for the next call, at most `cap`."""
         self.calls += 1
+        self.exploring = None
         untried = [n for n in range(cap, 0, -1) if n not in self.cost]
         if untried:
             return untried[0]
@@ -174,6 +189,7 @@ class ThreadChooser:
         if more and self.calls % self.explore_every == 0:
             # The best count's own calls keep its cost fresh; a count with more threads that lost
             # under load has only a stale cost, so it is looked at again once the load may be gone.
+            self.exploring = more[0]
             return more[0]
         return ranked[0]
 
@@ -181,9 +197,15 @@ class ThreadChooser:
         """Fold one call's cost into the estimate for its thread count."""
         if rows < MIN_ROWS or seconds <= 0:
             return  # tiny calls cost mostly fixed overhead: they say little about threads
+        self.counted[threads] = self.counted.get(threads, 0) + 1
+        if self.counted[threads] == 1:
+            return  # the warm-up call
         per_row = seconds / rows
         old = self.cost.get(threads)
-        self.cost[threads] = per_row if old is None else old + COST_SMOOTHING * (per_row - old)
+        if old is None or self.exploring == threads:
+            self.cost[threads] = per_row  # a first look, or a fresh look after losing
+        else:
+            self.cost[threads] = old + COST_SMOOTHING * (per_row - old)
 
 
 class AdaptiveThreads:

@@ -86,8 +86,9 @@ def test_a_fixed_count_wins(tiny_bundle: Path) -> None:
 
 def test_below_the_cap_the_measured_cheaper_count_wins() -> None:
     chooser = ThreadChooser(explore_every=1000)
-    chooser.record(2, rows=256, seconds=2.0)  # a host busy with other work: 2 threads stall
-    chooser.record(1, rows=256, seconds=0.5)
+    for _ in range(2):  # the first call at each count is a warm-up
+        chooser.record(2, rows=256, seconds=2.0)  # a host busy with other work: 2 threads stall
+        chooser.record(1, rows=256, seconds=0.5)
     assert [chooser.pick(2) for _ in range(5)] == [1] * 5
     chooser.record(2, rows=4, seconds=0.001)  # too small a call to say anything
     assert chooser.pick(2) == 1
@@ -124,3 +125,12 @@ def test_the_worker_asks_openmp_to_sleep_only_before_torch_loads_and_never_over_
     monkeypatch.setitem(sys.modules, "torch", object())
     late: dict[str, str] = {}
     assert not prefer_passive_openmp(late) and late == {}
+
+
+def test_a_slow_first_call_at_a_count_does_not_decide_against_it() -> None:
+    chooser = ThreadChooser(explore_every=1000)
+    chooser.record(2, rows=256, seconds=20.0)  # OpenMP starts, TorchScript profiles: a warm-up
+    chooser.record(2, rows=256, seconds=0.5)
+    for _ in range(2):
+        chooser.record(1, rows=256, seconds=1.0)
+    assert chooser.pick(2) == 2
