@@ -160,7 +160,7 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     from stream.erasure import install_erasure
     from stream.inference import Inference
     from stream.kafka import KafkaUnavailable, highwater, recovery, rejoin
-    from stream.kafka.app import create_app, open_store, run_app
+    from stream.kafka.app import WINDOWS_TABLE, create_app, open_store, run_app
     from stream.kafka.publish import Publisher
     from stream.kafka.store import WindowStore
     from stream.quality import install_quality
@@ -172,6 +172,8 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     runtime = startup.runtime
     try:
         partitions = _ensure_topics(settings)
+        changelog = f"{settings.app_id}-{WINDOWS_TABLE}-changelog"
+        rejoin.reset_offsets_without_state(settings, changelog)  # a broker that lost our data
     except KafkaUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     metrics.set_health(model_loaded=True, model_version=runtime.version, broker_up=True)

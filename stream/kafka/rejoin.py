@@ -16,6 +16,11 @@
    whose session expired keeps fetching at its old positions, and the embedded broker acknowledges
    writes to topics it does not have, then fails the first writes once they exist (measured: the
    restarted worker stopped on `AlreadyExists` from Tansu's storage for outcomes-changelog).
+3. Offsets committed without a changelog are not to be trusted (`reset_offsets_without_state`):
+   the stopping worker's last commit can land on the new broker (Tansu accepts commits for topics
+   it does not have), and the restarted worker then started past the new broker's first events
+   and never predicted them (measured in the broker-outage fault scenario). A group whose
+   changelog topic is missing starts again from the beginning of each events partition.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ import logging
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from stream.kafka import KafkaUnavailable, topic_partitions
+from confluent_kafka import Consumer, TopicPartition
+
+from stream.kafka import KafkaUnavailable, client_config, topic_partitions
 
 log = logging.getLogger("bstream.rejoin")
 BOOKKEEPING = ("_read_offset", "_committed_offset", "_acked", "_acked_index", "_gap")
@@ -46,6 +53,41 @@ def forget(consumer: Any, assigned: Any, next_offset: MutableMapping[int, int], 
         if tp.topic == topic:
             next_offset.pop(tp.partition, None)
     return stale
+
+
+def reset_offsets_without_state(settings: Any, changelog: str, timeout: float = 10.0) -> int:
+    """Before the first join: committed events offsets but no changelog -> back to the start.
+
+    Returns how many partitions were reset (0 when the changelog exists or nothing was committed).
+    """
+    found = topic_partitions(settings, [changelog, settings.events_topic], timeout)
+    if changelog in found or settings.events_topic not in found:
+        return 0
+    consumer = Consumer({**client_config(settings), "group.id": settings.app_id})
+    try:
+        partitions = [
+            TopicPartition(settings.events_topic, p) for p in range(found[settings.events_topic])
+        ]
+        stale = [tp for tp in consumer.committed(partitions, timeout=timeout) if tp.offset >= 0]
+        if not stale:
+            return 0
+        starts = [
+            TopicPartition(tp.topic, tp.partition, consumer.get_watermark_offsets(tp, timeout)[0])
+            for tp in stale
+        ]
+        consumer.commit(offsets=starts, asynchronous=False)
+    finally:
+        consumer.close()
+    log.warning(
+        "group %s has committed offsets on %d partitions of %s but no changelog topic %s (a "
+        "broker that lost its data, or a deleted changelog): starting them from the beginning, "
+        "so that no event is skipped",
+        settings.app_id,
+        len(stale),
+        settings.events_topic,
+        changelog,
+    )
+    return len(stale)
 
 
 def topic_checker(settings: Any) -> Callable[[str], bool]:
