@@ -109,6 +109,7 @@ class StateCheck:
         self.app, self.changelog, self.topic_exists = app, changelog, topic_exists
         self.verified = asyncio.Event()
         self.verified.set()
+        self.lost = False
 
     def broker_down(self) -> None:
         """The broker was unreachable: hold intake until it is checked again."""
@@ -125,6 +126,9 @@ class StateCheck:
         if await loop.run_in_executor(None, self.topic_exists, self.changelog):
             self.verified.set()
             return
+        if self.lost:
+            return  # the probe and a rejoin can both find it: one line, one crash
+        self.lost = True
         log.error(
             "the broker lost this worker's state (changelog topic %s is gone: a new, empty "
             "broker?); stopping so that a restart rebuilds from what the broker has",
