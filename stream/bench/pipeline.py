@@ -19,7 +19,7 @@ from tqdm import tqdm
 from schemas.formats import event_json
 from stream.bench.data import Event, newest_by_user
 from stream.bench.profile import Profiler
-from stream.bench.workerproc import BENCH_KEY, Deployment, Sample, WorkerProc
+from stream.bench.workerproc import BENCH_KEY, Deployment, Sample, combined, workers
 from stream.kafka import consumer_config, producer_config
 from stream.privacy import pseudonym
 from stream.replay import Pacer
@@ -37,6 +37,8 @@ class PhaseSpec:
     rate: float | None = None  # None: as fast as the producer goes
     time_cap_s: float = 600.0  # stop waiting for predictions after this long
     profile: bool = False  # py-spy the worker while it works
+    workers: int = 1  # worker processes in one consumer group (the N-processes intake option)
+    env: dict[str, str] = field(default_factory=dict)  # extra worker environment
 
 
 @dataclass
@@ -127,14 +129,15 @@ def run_phase(
     dep = Deployment(bootstrap, partitions).create()
     key = BENCH_KEY.encode()
     expected = {pseudonym(key, user): ts for user, ts in newest_by_user(spec.events).items()}
-    with WorkerProc(dep, bundle, workdir, spec.name, spec.worker_args) as worker:
-        worker.wait_ready()
-        worker.start_sampling()
-        assert worker.proc is not None
+    with workers(
+        dep, bundle, workdir, spec.name, spec.worker_args, spec.workers, spec.env
+    ) as procs:
+        for worker in procs:
+            worker.start_sampling()
+        first = procs[0].proc
+        assert first is not None
         profiler = (
-            Profiler(worker.proc.pid, workdir / f"profile-{spec.name}.txt")
-            if spec.profile
-            else None
+            Profiler(first.pid, workdir / f"profile-{spec.name}.txt") if spec.profile else None
         )
         started = time.monotonic()
         produced_at = produce(dep.settings, spec.events, spec.rate, progress)
@@ -143,10 +146,9 @@ def run_phase(
         wall_s = time.monotonic() - started
         profile = profiler.stop() if profiler is not None else None
         time.sleep(1.2)  # upkeep refreshes the active-windows gauge every second
-        final = worker.sample()
-    return Observed(
-        produced_at, produce_s, predictions, missing, wall_s, worker.samples, final, profile
-    )
+        final = combined([worker.sample() for worker in procs])
+        samples = [combined(list(at)) for at in zip(*(w.samples for w in procs), strict=False)]
+    return Observed(produced_at, produce_s, predictions, missing, wall_s, samples, final, profile)
 
 
 def _span_rate(count: float, first: float, last: float) -> float | None:
@@ -232,5 +234,6 @@ def summarize(spec: PhaseSpec, obs: Observed) -> dict[str, Any]:
         "peak_rss_mb": round(max(rss) / 2**20, 1),
         "active_windows": int(obs.final.active_windows),
         "inference_threads_mean": mean_threads(obs.samples),
+        "workers": spec.workers,
         **({"profile": obs.profile} if obs.profile else {}),
     }

@@ -58,6 +58,7 @@ def assemble(
         "intake": phases.get("intake", {}),
         "limit": limit,
         "intake_no_outcomes": phases.get("intake_no_outcomes", {}),
+        "intake_processes": phases.get("intake_processes", {}),
         "naive": naive,
         "fixed_load": fixed,
         "memory": memory,
@@ -89,6 +90,14 @@ def assemble(
                 phases.get("intake", {}).get("events_per_cpu_s"), hot.get("events_per_cpu_s")
             ),
             "optimized_over_limit": ratio(opt["events_per_s"], opt_limit.get("events_per_s")),
+            # intake option: one worker process per core in one group, against one worker
+            "intake_processes_over_one": ratio(
+                phases.get("intake_processes", {}).get("events_per_s"),
+                phases.get("intake", {}).get("events_per_s"),
+            ),
+            "intake_processes_over_limit": ratio(
+                phases.get("intake_processes", {}).get("events_per_s"), hot.get("events_per_s")
+            ),
         },
         "peak_rss_mb": max(p["peak_rss_mb"] for p in phases.values()),
         "machine": machine,
@@ -249,6 +258,7 @@ RUNS = (
     ("optimized (max rate)", "optimized"),
     ("optimized, high coalescing (max rate)", "intake"),
     ("the same, outcomes off (--no-outcomes)", "intake_no_outcomes"),
+    ("the same, one worker process per core in one group (figures summed)", "intake_processes"),
     ("naive (max rate)", "naive"),
     ("optimized at fixed load", "fixed_load"),
 )
@@ -366,6 +376,14 @@ def markdown(report: Mapping[str, Any]) -> str:
         _row(
             "optimized / intake limit (same events), events/s",
             _fmt(r.get("optimized_over_limit"), 3),
+        ),
+        _row(
+            "intake, one process per core / one process, events/s",
+            _fmt(r.get("intake_processes_over_one"), 2),
+        ),
+        _row(
+            "intake, one process per core / intake limit, events/s",
+            _fmt(r.get("intake_processes_over_limit"), 3),
         ),
         "",
         _row("target", "measured", "met", "note"),

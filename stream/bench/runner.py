@@ -20,6 +20,7 @@ from stream.bench.phases import (
     phase_ceiling,
     phase_fixed_load,
     phase_intake,
+    phase_intake_options,
     phase_limit,
     phase_memory,
     phase_naive,
@@ -179,6 +180,7 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
             phases["intake"] = phase_intake(stage)
             limit = phase_limit(stage, data.events)
             phases["intake_no_outcomes"] = phase_intake(stage, outcomes=False)  # cost of outcomes
+            phases.update(phase_intake_options(stage))
         if not opts.skip_naive:
             phases["naive"] = phase_naive(stage, data.events)
         if not opts.skip_latency:

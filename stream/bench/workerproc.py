@@ -7,9 +7,11 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -107,12 +109,20 @@ class WorkerProc(WorkerLauncher):
     """A real `bstream worker` subprocess with a background sampler (RSS via psutil, /metrics)."""
 
     def __init__(
-        self, dep: Deployment, bundle: Path, workdir: Path, name: str, args: list[str]
+        self,
+        dep: Deployment,
+        bundle: Path,
+        workdir: Path,
+        name: str,
+        args: list[str],
+        env: dict[str, str] | None = None,
     ) -> None:
         self.dep, self.bundle = dep, bundle
         self.data_dir = workdir / f"{name}-data"
         super().__init__(
-            ["--model", str(bundle), *args], dep.env(self.data_dir), workdir / f"{name}.log"
+            ["--model", str(bundle), *args],
+            {**dep.env(self.data_dir), **(env or {})},
+            workdir / f"{name}.log",
         )
         self.samples: list[Sample] = []
         self._stop = threading.Event()
@@ -131,6 +141,10 @@ class WorkerProc(WorkerLauncher):
         except WorkerStartError as exc:
             raise BenchError(str(exc)) from None
         return self
+
+    def partitions_assigned(self) -> int:
+        """Events partitions this worker owns now (its /health)."""
+        return int(orjson.loads(self._get("/health")[1]).get("partitions_assigned", 0))
 
     def sample(self) -> Sample:
         """Look at the worker now."""
@@ -160,3 +174,63 @@ class WorkerProc(WorkerLauncher):
     def __enter__(self) -> WorkerProc:
         self.start()
         return self
+
+
+def combined(samples: Sequence[Sample]) -> Sample:
+    """Several workers seen as one: counts, RSS and CPU summed, the latest time, mean threads."""
+    if len(samples) == 1:
+        return samples[0]
+    total = {name: sum(getattr(s, name) for s in samples) for name in SAMPLED.values()}
+    total["inference_threads"] = total["inference_threads"] / len(samples)
+    return Sample(
+        max(s.t for s in samples),
+        sum(s.rss for s in samples),
+        sum(s.cpu_s for s in samples),
+        **total,
+    )
+
+
+def settled(owned: Sequence[int], partitions: int) -> bool:
+    """Every worker owns some partitions and together they own all of them.
+
+    >>> settled([2, 2], 4), settled([4, 0], 4), settled([2, 1], 4)
+    (True, False, False)
+    """
+    return all(n > 0 for n in owned) and sum(owned) == partitions
+
+
+def wait_settled(procs: Sequence[WorkerProc], partitions: int, timeout: float = 180.0) -> None:
+    """Block until the group's partitions are spread over every worker (two looks in a row)."""
+    deadline, in_a_row = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            in_a_row = (
+                in_a_row + 1 if settled([w.partitions_assigned() for w in procs], partitions) else 0
+            )
+        if in_a_row >= 2:
+            return
+        time.sleep(0.5)
+    raise BenchError(
+        f"{len(procs)} workers did not share the {partitions} partitions in {timeout:.0f} s"
+    )
+
+
+@contextlib.contextmanager
+def workers(
+    dep: Deployment,
+    bundle: Path,
+    workdir: Path,
+    name: str,
+    args: list[str],
+    count: int = 1,
+    env: dict[str, str] | None = None,
+) -> Iterator[list[WorkerProc]]:
+    """`count` ready workers of one deployment (one consumer group), stopped on exit."""
+    names = [name] if count == 1 else [f"{name}-{i}" for i in range(count)]
+    with contextlib.ExitStack() as stack:
+        procs = [stack.enter_context(WorkerProc(dep, bundle, workdir, n, args, env)) for n in names]
+        for proc in procs:
+            proc.wait_ready()
+        if count > 1:
+            wait_settled(procs, dep.partitions)
+        yield procs

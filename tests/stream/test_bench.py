@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from stream.bench.data import memory_events, newest_by_user, prefix_windows
-from stream.bench.phases import thread_counts
+from stream.bench.phases import intake_processes, thread_counts
 from stream.bench.pipeline import reflected_events
 from stream.bench.profile import top_functions
 from stream.bench.report import markdown, ratio, sweep_table
-from stream.bench.workerproc import parse_metrics
+from stream.bench.workerproc import Sample, combined, parse_metrics, settled
 
 BSTREAM = str(Path(sys.executable).parent / "bstream")
 REQUIRED_NUMBERS = (
@@ -80,6 +80,10 @@ def test_quick_report_has_every_figure(quick_run: tuple[Path, str]) -> None:
     for package in ("python", "torch", "faust-streaming", "confluent-kafka", "transformers"):
         assert report["versions"][package]
     assert len(report["targets"]) == 4
+    if cores > 1:  # the N-processes intake option: every user predicted by the group
+        assert report["intake_processes"]["workers"] == min(cores, report["settings"]["partitions"])
+        assert report["intake_processes"]["every_user_predicted"] is True
+        assert report["ratios"]["intake_processes_over_one"] > 0
     assert all({"name", "target", "measured", "met", "note"} <= set(t) for t in report["targets"])
 
 
@@ -155,6 +159,26 @@ def test_parse_metrics_sums_labels_and_reads_histogram_counts() -> None:
         "active_windows": 7.0,
         "inference_threads": 2.0,
     }
+
+
+def test_worker_samples_combine_into_one_host_view() -> None:
+    a = Sample(t=1.0, rss=100, cpu_s=2.0, events=3, predictions=1, model_calls=1,
+               active_windows=4, inference_threads=1)  # fmt: skip
+    b = Sample(t=1.5, rss=50, cpu_s=1.0, events=2, predictions=2, model_calls=1,
+               active_windows=1, inference_threads=2)  # fmt: skip
+
+    both = combined([a, b])
+
+    assert (both.t, both.rss, both.cpu_s, both.events, both.active_windows) == (1.5, 150, 3.0, 5, 5)
+    assert both.inference_threads == 1.5
+    assert combined([a]) is a
+
+
+def test_a_group_is_settled_once_every_worker_owns_partitions_and_all_are_owned() -> None:
+    assert settled([2, 2], 4)
+    assert not settled([4, 0], 4)  # the second worker has not been given any yet
+    assert not settled([2, 1], 4)  # mid-rebalance
+    assert [intake_processes(c, 4) for c in (1, 2, 16)] == [1, 2, 4]
 
 
 def test_top_functions_splits_self_and_inclusive_time() -> None:
