@@ -233,8 +233,14 @@ def worker_threads(threads: int | None) -> Iterator[None]:
             os.environ["BSTREAM_TORCH_THREADS"] = saved
 
 
-def phase_thread_sweep(stage: Stage, events: list[Event], best_rate: float) -> dict[str, Any]:
-    """The optimized run again with the worker pinned to each thread count (the rule's evidence)."""
+def phase_thread_sweep(
+    stage: Stage, events: list[Event], best_rate: float, load_rate: float | None = None
+) -> dict[str, Any]:
+    """The optimized run again with the worker pinned to each thread count (the rule's evidence).
+
+    With `load_rate`, each count also runs the fixed-load phase: p99 of the old rule (pinned to
+    cores - 1) beside the adaptive worker's, in the same run.
+    """
     opts = stage.opts
     n = max(1, min(len(events), int(best_rate * opts.sweep_seconds)))
     found: dict[str, Any] = {}
@@ -244,7 +250,18 @@ def phase_thread_sweep(stage: Stage, events: list[Event], best_rate: float) -> d
             found[str(count)] = stage.run(
                 PhaseSpec(f"threads_{count}", events[:n], opts.worker_args())
             )
+            if load_rate:
+                k = max(1, min(len(events), int(load_rate * opts.load_seconds)))
+                stage.say(f"  thread sweep: {count} torch threads at {load_rate:,.0f} ev/s")
+                spec = PhaseSpec(f"threads_{count}_fixed_load", events[:k], opts.worker_args(),
+                                 rate=load_rate)  # fmt: skip
+                found[str(count)]["fixed_load"] = stage.run(spec)
     return found
+
+
+def fixed_rate(opts: BenchOptions, max_rate: float) -> float:
+    """The fixed-load phase's offered rate: --load-rate, else a fraction of the max rate."""
+    return opts.load_rate or opts.load_fraction * max_rate
 
 
 def phase_naive(stage: Stage, events: list[Event]) -> dict[str, Any]:
@@ -263,7 +280,7 @@ def phase_naive(stage: Stage, events: list[Event]) -> dict[str, Any]:
 def phase_fixed_load(stage: Stage, events: list[Event], max_rate: float) -> dict[str, Any]:
     """The optimized worker at `load_fraction` of its measured max rate."""
     opts = stage.opts
-    rate = opts.load_rate or opts.load_fraction * max_rate  # --load-rate: like for like across runs
+    rate = fixed_rate(opts, max_rate)  # --load-rate: like for like across runs
     n = max(1, min(len(events), int(rate * opts.load_seconds)))
     share = rate / max_rate if max_rate else 0.0
     stage.say(f"[5/6] fixed load: {rate:,.0f} ev/s ({share:.0%} of max), {n:,} events")

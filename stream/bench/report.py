@@ -120,6 +120,9 @@ def sweep_table(ceiling: Mapping[str, Any], sweep: Mapping[str, Any]) -> list[di
             "pipeline_over_best_ceiling": ratio(phase["preds_per_s"], best),
             "worker_cores_busy": phase["worker_cores_busy"],
             "latency_p99_ms": (phase["latency_ms"] or {}).get("p99"),
+            "fixed_load_p99_ms": ((phase.get("fixed_load") or {}).get("latency_ms") or {}).get(
+                "p99"
+            ),
         }
         for count, phase in sweep.items()
     ]
@@ -396,8 +399,9 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines += threads_lines(report)
     if report.get("thread_sweep"):
         lines += ["", _row("worker pinned to N threads", "ceiling preds/s", "pipeline preds/s",
-                           "pipeline / best ceiling", "worker cores busy", "p99 ms"),
-                  _row("---:", "---:", "---:", "---:", "---:", "---:")]  # fmt: skip
+                           "pipeline / best ceiling", "worker cores busy", "p99 ms",
+                           "p99 ms at fixed load"),
+                  _row("---:", "---:", "---:", "---:", "---:", "---:", "---:")]  # fmt: skip
         lines += [
             _row(
                 str(r["threads"]),
@@ -406,6 +410,7 @@ def markdown(report: Mapping[str, Any]) -> str:
                 _fmt(r["pipeline_over_best_ceiling"], 3),
                 _fmt(r["worker_cores_busy"], 2),
                 _fmt(r["latency_p99_ms"], 1),
+                _fmt(r.get("fixed_load_p99_ms"), 1),
             )  # fmt: skip
             for r in report["thread_sweep"]
         ]

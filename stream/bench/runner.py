@@ -17,6 +17,7 @@ from stream.bench import report as rep
 from stream.bench.data import load_data, sized_events
 from stream.bench.phases import (
     Stage,
+    fixed_rate,
     phase_ceiling,
     phase_fixed_load,
     phase_intake,
@@ -174,8 +175,10 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
     with EmbeddedBroker(log_path=opts.out / "broker.log") as broker:
         stage = Stage(opts, broker, bundle, say)
         phases["optimized"] = opt = phase_optimized(stage, data.events)
+        max_rate = opt["events_per_s"] or opt["end_to_end_events_per_s"]
         if opts.thread_sweep:
-            sweep = phase_thread_sweep(stage, data.events, ceiling["best_preds_per_s"])
+            rate = None if opts.skip_latency else fixed_rate(opts, max_rate)
+            sweep = phase_thread_sweep(stage, data.events, ceiling["best_preds_per_s"], rate)
         if not opts.skip_intake:
             phases["intake"] = phase_intake(stage)
             limit = phase_limit(stage, data.events)
@@ -184,7 +187,6 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
         if not opts.skip_naive:
             phases["naive"] = phase_naive(stage, data.events)
         if not opts.skip_latency:
-            max_rate = opt["events_per_s"] or opt["end_to_end_events_per_s"]
             phases["fixed_load"] = phase_fixed_load(stage, data.events, max_rate)
         if not opts.skip_memory:
             memory = phase_memory(memory_stage(stage, bundle_info, repo))

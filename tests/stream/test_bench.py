@@ -248,7 +248,11 @@ def test_sweep_table_puts_each_thread_counts_ceiling_beside_its_pipeline() -> No
         "by_threads": [{"threads": 1, "preds_per_s": 230.0}, {"threads": 2, "preds_per_s": 400.0}],
     }
     phase = {"preds_per_s": 200.0, "worker_cores_busy": 1.0, "latency_ms": {"p99": 300.0}}
-    rows = sweep_table(ceiling, {"1": phase, "2": {**phase, "preds_per_s": 380.0}})
+    fixed = {"latency_ms": {"p99": 250.0}}
+    rows = sweep_table(
+        ceiling, {"1": {**phase, "fixed_load": fixed}, "2": {**phase, "preds_per_s": 380.0}}
+    )
     assert [(r["threads"], r["ceiling_preds_per_s"]) for r in rows] == [(1, 230.0), (2, 400.0)]
     assert [r["pipeline_over_best_ceiling"] for r in rows] == [0.5, 0.95]
     assert rows[0]["latency_p99_ms"] == 300.0
+    assert [r["fixed_load_p99_ms"] for r in rows] == [250.0, None]
