@@ -150,7 +150,8 @@ def phase_intake(stage: Stage, outcomes: bool = True) -> dict[str, Any]:
     stage.say(f"[3/6] high-coalescing intake{off}: {n:,} events from {users} users at max rate")
     events = hot_user_events(users, n)
     args = opts.worker_args() if outcomes else [*opts.worker_args(), "--no-outcomes"]
-    return stage.run(PhaseSpec("intake" if outcomes else "intake_no_outcomes", events, args))
+    name = "intake" if outcomes else "intake_no_outcomes"
+    return stage.run(PhaseSpec(name, events, args, profile=opts.profile and outcomes))
 
 
 def intake_processes(cores: int, partitions: int) -> int:

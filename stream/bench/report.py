@@ -426,11 +426,14 @@ def markdown(report: Mapping[str, Any]) -> str:
             f"{_fmt(mem['store_full_window']['bytes_per_window'])} B in the store",
         ]
     lines += profile_lines(report["optimized"].get("profile"))
+    lines += profile_lines((report.get("intake") or {}).get("profile"), run="high-coalescing")
     lines += ["", *[f"- {note}" for note in report["notes"]]]
     return "\n".join(lines) + "\n"
 
 
-def profile_lines(profile: Mapping[str, Any] | None, top: int = 10) -> list[str]:
+def profile_lines(
+    profile: Mapping[str, Any] | None, top: int = 10, run: str = "optimized"
+) -> list[str]:
     """The optimized worker's py-spy summary: busy share per thread, hottest functions."""
     if not profile or "samples" not in profile:
         return [] if not profile else ["", f"profile: {profile.get('error', 'n/a')}"]
@@ -439,13 +442,14 @@ def profile_lines(profile: Mapping[str, Any] | None, top: int = 10) -> list[str]
     )
     lines = [
         "",
-        f"profile of the optimized worker ({profile['samples']} py-spy samples, "
+        f"profile of the {run} worker ({profile['samples']} py-spy samples, "
         f"{profile['file']}); "
         f"threads busy, % of wall time: {threads}",
-        "",
-        _row("self % of samples", "function"),
-        _row("---:", "---"),
     ]
+    if profile.get("main_thread"):
+        lines += ["", _row("% of the main thread's samples", "part"), _row("---:", "---")]
+        lines += [_row(f"{p['pct']:.1f}", p["part"]) for p in profile["main_thread"]]
+    lines += ["", _row("self % of samples", "function"), _row("---:", "---")]
     lines += [_row(f"{f['pct']:.1f}", f"`{f['function']}`") for f in profile["self"][:top]]
     lines += ["", _row("inclusive %", "project function"), _row("---:", "---")]
     lines += [

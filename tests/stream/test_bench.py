@@ -14,7 +14,7 @@ import pytest
 from stream.bench.data import memory_events, newest_by_user, prefix_windows
 from stream.bench.phases import intake_processes, thread_counts
 from stream.bench.pipeline import reflected_events
-from stream.bench.profile import top_functions
+from stream.bench.profile import loop_breakdown, top_functions
 from stream.bench.report import markdown, ratio, sweep_table
 from stream.bench.workerproc import Sample, combined, parse_metrics, settled
 
@@ -179,6 +179,19 @@ def test_a_group_is_settled_once_every_worker_owns_partitions_and_all_are_owned(
     assert not settled([4, 0], 4)  # the second worker has not been given any yet
     assert not settled([2, 1], 4)  # mid-rebalance
     assert [intake_processes(c, 4) for c in (1, 2, 16)] == [1, 2, 4]
+
+
+def test_the_main_threads_samples_split_into_named_parts() -> None:
+    lines = [
+        "MainThread;run;Fetcher._fetcher (faust/transport/consumer.py);x 2",
+        "MainThread;run;StreamWorker.intake (stream/worker.py);decode_event (schemas/x.py) 1",
+        "MainThread;run;EpollSelector.select (selectors.py) 1",
+        "bstream-infer_0;forward (model/model.py) 5",  # another thread: not counted
+    ]
+
+    parts = {p["part"].split(" (")[0]: p["pct"] for p in loop_breakdown(lines)}
+
+    assert parts == {"Faust per-message path": 50.0, "worker intake": 25.0, "idle": 25.0}
 
 
 def test_top_functions_splits_self_and_inclusive_time() -> None:
