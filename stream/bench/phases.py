@@ -22,6 +22,7 @@ from stream.bench.data import (
 )
 from stream.bench.memory import rss_bytes_per_window, store_bytes_per_window
 from stream.bench.pipeline import PhaseSpec, e2e_latencies, run_phase, summarize
+from stream.bench.report import host_cpu_ticks, steal_pct
 from stream.bench.workerproc import BENCH_KEY
 from stream.kafka.broker import EmbeddedBroker
 from stream.privacy import pseudonym
@@ -115,10 +116,12 @@ class Stage:
     def run(self, spec: PhaseSpec) -> dict[str, Any]:
         """Run one pipeline phase, print its headline figures, keep latencies for the CDF."""
         opts = self.opts
+        ticks = host_cpu_ticks()
         obs = run_phase(
             spec, self.broker.bootstrap, self.bundle, opts.out, opts.partitions, opts.progress
         )
         phase = summarize(spec, obs)
+        phase["host_steal_pct"] = steal_pct(ticks, host_cpu_ticks())
         if spec.name != "memory":
             self.latencies[f"{spec.name} latency_ms"] = [p["latency_ms"] for p in obs.predictions]
         if spec.name == "fixed_load":
@@ -130,7 +133,8 @@ class Stage:
             f"  {spec.name}: {phase['events_predicted']:,} events predicted, "
             f"{phase['events_per_s'] or 0:,.0f} ev/s, {phase['preds_per_s'] or 0:,.0f} preds/s, "
             f"p50/p99 {lat.get('p50')}/{lat.get('p99')} ms, every user predicted: "
-            f"{phase['every_user_predicted']}, peak RSS {phase['peak_rss_mb']} MB"
+            f"{phase['every_user_predicted']}, peak RSS {phase['peak_rss_mb']} MB, "
+            f"host CPU steal {phase['host_steal_pct']}%"
         )
         return phase
 

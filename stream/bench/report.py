@@ -156,6 +156,30 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def host_cpu_ticks(stat: str | None = None) -> tuple[int, int]:
+    """(steal, total) CPU ticks of the host from /proc/stat; (0, 0) where there is none.
+
+    >>> host_cpu_ticks("cpu  10 0 5 80 0 0 0 5 0 0")
+    (5, 100)
+    """
+    try:
+        line = (stat if stat is not None else Path("/proc/stat").read_text()).splitlines()[0]
+    except (OSError, IndexError):
+        return 0, 0
+    ticks = [int(v) for v in line.split()[1:9]]  # user..steal; guest time is inside user
+    return (ticks[7], sum(ticks)) if len(ticks) == 8 else (0, 0)
+
+
+def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """Share of CPU time the hypervisor took between two readings (a noisy neighbour shows here).
+
+    >>> steal_pct((5, 100), (15, 200))
+    10.0
+    """
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 1) if total > 0 else None
+
+
 def versions() -> dict[str, str | None]:
     found: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -339,6 +363,14 @@ def threads_lines(report: Mapping[str, Any]) -> list[str]:
     return ["", "worker torch threads (mean of samples): " + ", ".join(used)] if used else []
 
 
+def steal_lines(report: Mapping[str, Any]) -> list[str]:
+    """CPU time the hypervisor took during each run: a slower host, not slower code."""
+    seen = [("ceiling", report["ceiling"].get("host_steal_pct"))]
+    seen += [(key, (report.get(key) or {}).get("host_steal_pct")) for _, key in RUNS]
+    found = [f"{name} {pct}%" for name, pct in seen if pct is not None]
+    return ["", "host CPU steal during each run: " + ", ".join(found)] if found else []
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     """The side-by-side table, the ratios and the targets, as Markdown."""
     bundle, machine, r = report["bundle"], report["machine"], report["ratios"]
@@ -397,6 +429,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         ],
     ]
     lines += threads_lines(report)
+    lines += steal_lines(report)
     if report.get("thread_sweep"):
         lines += ["", _row("worker pinned to N threads", "ceiling preds/s", "pipeline preds/s",
                            "pipeline / best ceiling", "worker cores busy", "p99 ms",

@@ -159,7 +159,9 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
     if not machine["gpu"]:
         opts.notes.append("no GPU on this machine: CPU figures only (no bf16 run)")
     say(f"[1/6] model ceiling: bundle {bundle}, data {data.source}")
+    ticks = rep.host_cpu_ticks()
     bundle_info, ceiling = phase_ceiling(opts, bundle, data, say)
+    ceiling["host_steal_pct"] = rep.steal_pct(ticks, rep.host_cpu_ticks())
     if opts.events is None:
         n = sized_events(len(data.events), ceiling["best_preds_per_s"], opts.model_seconds)
         if n < len(data.events):

@@ -15,7 +15,7 @@ from stream.bench.data import memory_events, newest_by_user, prefix_windows
 from stream.bench.phases import intake_processes, thread_counts
 from stream.bench.pipeline import reflected_events
 from stream.bench.profile import loop_breakdown, top_functions
-from stream.bench.report import markdown, ratio, sweep_table
+from stream.bench.report import host_cpu_ticks, markdown, ratio, steal_pct, sweep_table
 from stream.bench.workerproc import Sample, combined, parse_metrics, settled
 
 BSTREAM = str(Path(sys.executable).parent / "bstream")
@@ -192,6 +192,16 @@ def test_the_main_threads_samples_split_into_named_parts() -> None:
     parts = {p["part"].split(" (")[0]: p["pct"] for p in loop_breakdown(lines)}
 
     assert parts == {"Faust per-message path": 50.0, "worker intake": 25.0, "idle": 25.0}
+
+
+def test_host_steal_is_the_hypervisors_share_between_two_readings() -> None:
+    before = host_cpu_ticks("cpu  100 0 50 800 0 0 0 50 0 0\ncpu0 1 2 3")
+    after = host_cpu_ticks("cpu  190 0 50 800 0 0 0 60 0 0")
+
+    assert (before, after) == ((50, 1000), (60, 1100))
+    assert steal_pct(before, after) == 10.0
+    assert steal_pct(after, after) is None
+    assert host_cpu_ticks("") == (0, 0)
 
 
 def test_top_functions_splits_self_and_inclusive_time() -> None:
