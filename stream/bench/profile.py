@@ -73,21 +73,28 @@ def is_project(frame: str) -> bool:
     return "(stream/" in frame or "(model/" in frame
 
 
-# Where the event loop's time goes, by the first marker found in a stack (checked in this order).
-# The first part is what handing whole fetched batches to the agent could save at most.
+# Where the event loop's time goes, by the first marker found in a stack (checked in this order;
+# py-spy's non-blocking stacks are sometimes cut short, hence leaf functions as markers too).
+# The Faust part is what handing whole fetched batches to the agent could save at most.
 LOOP_PARTS = (
+    ("live quality (outcomes, online metrics)", ("Quality.on_job", "(stream/outcomes.py)")),
+    ("model inputs and prediction records", ("Inference.predict", "(model/")),
+    ("worker intake (decode, pseudonymise, window update)",
+     ("StreamWorker.intake", "(stream/intake.py)", "(stream/windows.py)", "(schemas/")),
     ("Faust per-message path (fetch -> Event -> stream, acks)",
-     ("Fetcher._fetcher", "Stream._passive_drainer", "Event.ack")),
-    ("worker intake (decode, pseudonymise, window update)", ("StreamWorker.intake",)),
-    ("live quality (outcomes, online metrics)", ("Quality.on_job",)),
+     ("Fetcher._fetcher", "Stream._passive_drainer", "Event.ack", "App.create_event",
+      "Consumer._to_message", "Consumer.getmany", "Channel.__anext__", "Stream._c_aiter",
+      "eager_wait_first", "SensorDelegate.on_stream_event_in", "on_message (faust/")),
     ("batch hand-off, publish, offsets", ("StreamWorker.", "TableStore.")),
     ("producer and consumer I/O (aiokafka)", ("(aiokafka/",)),
+    ("other Faust machinery (producer buffer, flow control)", ("(faust/",)),
     ("idle (waiting in select)", ("select (",)),
 )  # fmt: skip
 
 
 def loop_breakdown(lines: Iterable[str]) -> list[dict[str, Any]]:
-    """The main thread's samples split into LOOP_PARTS (% of its samples), plus "other".
+    """The main thread's samples split into LOOP_PARTS (% of its samples), plus "other" (mostly
+    asyncio's own scheduling).
 
     >>> [p["pct"] for p in loop_breakdown(["MainThread;StreamWorker.intake (x) 3", "MainThread 1"])]
     [75.0, 25.0]
