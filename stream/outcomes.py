@@ -19,6 +19,7 @@ user) gives the same outcomes as live traffic. Predictions whose window ends in 
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,27 +137,40 @@ def observe(state: UserPending, events: Iterable[tuple[int, str, str]]) -> list[
     """
     if not state.pending:
         return []
-    done: list[Resolved] = []
-    for ts, event_type, eid in sorted(events, key=lambda e: e[0]):  # stable: arrival breaks ties
-        still: list[Pending] = []
-        for p in state.pending:
-            if ts < p.last_event_ts or (ts == p.last_event_ts and eid in p.seen):
-                still.append(p)
+    ordered = sorted(events, key=lambda e: e[0])  # stable: arrival breaks ties
+    stamps = [e[0] for e in ordered]
+    found: list[tuple[int, int, Resolved]] = []
+    still: list[Pending] = []
+    for rank, p in enumerate(state.pending):
+        # each prediction is labelled by its own later events alone: skip to them, stop when done
+        at = settled_at(p, ordered, bisect.bisect_left(stamps, p.last_event_ts))
+        if at is None:
+            still.append(p)
+            continue
+        found.append((at, rank, Resolved(p, dict(p.labels), ordered[at][0])))
+        state.resolved_ts = max(state.resolved_ts, p.last_event_ts)
+    state.pending = still
+    found.sort(key=lambda f: (f[0], f[1]))  # event order, then pending order, as they settled
+    return [resolved for _, _, resolved in found]
+
+
+def settled_at(p: Pending, ordered: Sequence[tuple[int, str, str]], start: int) -> int | None:
+    """Apply events ordered[start:] to `p`; the index of the event that completes it, or None."""
+    types = p.label_types()
+    for i in range(start, len(ordered)):
+        ts, event_type, eid = ordered[i]
+        if ts == p.last_event_ts and eid in p.seen:
+            continue  # a redelivered copy of an event the window already held
+        for name in types:
+            if name in p.labels:
                 continue
-            for name in p.label_types():
-                if name in p.labels:
-                    continue
-                if LABEL_EVENT_TYPES[name] == event_type:
-                    p.labels[name] = horizon_label(p.last_event_ts, ts, p.horizon_ms)
-                elif ts - p.last_event_ts > p.horizon_ms:
-                    p.labels[name] = horizon_label(p.last_event_ts, INF, p.horizon_ms)
-            if len(p.labels) == len(p.label_types()):
-                done.append(Resolved(p, dict(p.labels), ts))
-                state.resolved_ts = max(state.resolved_ts, p.last_event_ts)
-            else:
-                still.append(p)
-        state.pending = still
-    return done
+            if LABEL_EVENT_TYPES[name] == event_type:
+                p.labels[name] = horizon_label(p.last_event_ts, ts, p.horizon_ms)
+            elif ts - p.last_event_ts > p.horizon_ms:
+                p.labels[name] = horizon_label(p.last_event_ts, INF, p.horizon_ms)
+        if len(p.labels) == len(types):
+            return i
+    return None
 
 
 def outcome_id(user: str, model_version: str, last_event_ts: int) -> str:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from model.labels import label_sequence
+from model.labels import INF, LABEL_EVENT_TYPES, horizon_label, label_sequence
 from schemas.formats import read_events
 from stream.outcomes import (
     Pending,
+    Resolved,
     UserPending,
     build_outcome,
     decode_pending,
@@ -81,6 +85,51 @@ def test_redelivered_window_event_is_not_a_later_event() -> None:
     assert observe(state, [(1000, "cart", "own")]) == []
     assert observe(state, [(1000, "cart", "other")]) == []  # a later event at the same ts counts
     assert state.pending[0].labels == {"cart": 1.0}
+
+
+def plain_observe(state: UserPending, events: Iterable[tuple[int, str, str]]) -> list[Resolved]:
+    """The label rule written plainly, event by event over every pending prediction."""
+    done: list[Resolved] = []
+    for ts, event_type, eid in sorted(events, key=lambda e: e[0]):
+        still = []
+        for p in state.pending:
+            if ts < p.last_event_ts or (ts == p.last_event_ts and eid in p.seen):
+                still.append(p)
+                continue
+            for name in p.label_types():
+                if name not in p.labels and LABEL_EVENT_TYPES[name] == event_type:
+                    p.labels[name] = horizon_label(p.last_event_ts, ts, p.horizon_ms)
+                elif name not in p.labels and ts - p.last_event_ts > p.horizon_ms:
+                    p.labels[name] = horizon_label(p.last_event_ts, INF, p.horizon_ms)
+            if len(p.labels) == len(p.label_types()):
+                done.append(Resolved(p, dict(p.labels), ts))
+                state.resolved_ts = max(state.resolved_ts, p.last_event_ts)
+            else:
+                still.append(p)
+        state.pending = still
+    return done
+
+
+EVENT = st.tuples(
+    st.integers(0, 4 * HORIZON),
+    st.sampled_from(["view", "cart", "purchase"]),
+    st.sampled_from("abc"),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    stamps=st.lists(st.integers(0, 3 * HORIZON), max_size=6),
+    events=st.lists(EVENT, max_size=12),
+)
+def test_observe_settles_exactly_as_the_plain_rule(stamps: list[int], events: list[Any]) -> None:
+    state = _state(*[_pending(ts, ("purchase", "cart"), seen=("a",)) for ts in stamps])
+    plain = copy.deepcopy(state)
+
+    done = observe(state, events)
+
+    assert done == plain_observe(plain, events)
+    assert state == plain
 
 
 def test_bound_drops_oldest_and_counts() -> None:
