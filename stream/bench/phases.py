@@ -170,7 +170,7 @@ def intake_processes(cores: int, partitions: int) -> int:
 def phase_intake_options(stage: Stage) -> dict[str, dict[str, Any]]:
     """The high-coalescing intake run again with each intake option that runs (issue 17, item 3).
 
-    Faust's confluent driver is not one: it never joins the group (docs/DESIGN.md, "Intake").
+    Faust's confluent driver is not one: it never gets partitions (DESIGN.md, "Intake options").
     """
     opts = stage.opts
     events = hot_user_events(opts.intake_users, opts.intake_events)

@@ -119,7 +119,9 @@ QUICK: dict[str, Any] = {
     help="torch threads for the ceiling and the workers  [default: ceiling 1..cores; adaptive]",
 )
 @click.option(
-    "--profile", is_flag=True, help="py-spy the optimized worker (needs py-spy installed)."
+    "--profile",
+    is_flag=True,
+    help="py-spy the optimized and intake workers (needs py-spy).",
 )
 @click.option("--skip-naive", is_flag=True, help="Skip the naive run.")
 @click.option("--skip-latency", is_flag=True, help="Skip the fixed-load latency run.")
