@@ -95,6 +95,17 @@ def test_below_the_cap_the_measured_cheaper_count_wins() -> None:
     assert chooser.pick(1) == 1  # never above the cap
 
 
+def test_fewer_threads_must_be_clearly_cheaper_to_win() -> None:
+    chooser = ThreadChooser(explore_every=1000)
+    for _ in range(2):  # small calls at light load: 1 thread looks 10% cheaper per row, noise
+        chooser.record(2, rows=24, seconds=0.110)
+        chooser.record(1, rows=24, seconds=0.100)
+    assert chooser.pick(2) == 2
+    for _ in range(5):  # now 1 thread is clearly cheaper (a busy host)
+        chooser.record(2, rows=24, seconds=0.300)
+    assert chooser.pick(2) == 1
+
+
 def test_module_examples_hold() -> None:
     import stream.threads
 
