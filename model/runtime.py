@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import warnings
@@ -204,7 +205,10 @@ class Runtime:
         ]
         if self.device == "cuda":  # pinned host memory: the copy is async, the CPU moves on
             inputs = [x.pin_memory().to(self.device, non_blocking=True) for x in inputs]
-        with self._lock, torch.inference_mode():
+        # TorchScript inference is re-entrant: CPU calls on slices of one batch run at once
+        # (stream/threads.py, SlicedRunner); GPU launches keep one order.
+        lock = self._lock if self.device == "cuda" else contextlib.nullcontext()
+        with lock, torch.inference_mode():
             return self.module(*inputs)  # type: ignore[no-any-return]
 
     def _run(

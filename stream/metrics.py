@@ -122,6 +122,11 @@ class Metrics:
         self.inference_seconds = Histogram(
             "bstream_inference_seconds", "One model call", buckets=INFERENCE_BUCKETS, registry=r
         )
+        self.model_busy = Counter(
+            "bstream_model_busy_seconds",
+            "Seconds the inference thread spent in model calls (its utilisation: rate of this)",
+            registry=r,
+        )
         self.event_to_prediction = Histogram(
             "bstream_event_to_prediction_seconds",
             "Newest event reached the worker -> prediction acknowledged",

@@ -43,6 +43,53 @@ MIN_ROWS = 8  # calls smaller than this do not update the cost estimates
 # extra thread is what keeps latency down (fixed load, 119 ev/s: a chooser that sometimes picked
 # 1 thread gave p99 371 ms where 2 pinned threads gave 304 ms in the same run).
 FEWER_THREADS_MARGIN = 0.15
+# A large CPU call runs as slices on separate threads, one intra-op thread each, rather than as one
+# call on N intra-op threads: no barrier between the threads, so a core taken for a moment by the
+# event loop slows one slice instead of stalling every parallel region. Measured on 2 cores (the
+# MiniLM bundle, batches of 256, alternating 8-s slots): 279 vs 247 preds/s idle, 277 vs 227 with
+# a thread taking 8% of a core in 10-ms bursts (docs/DESIGN.md, "Inference threads").
+MIN_SLICE_ROWS = 32  # smaller calls stay one call: small slices cost more per row
+
+
+def plan_slices(rows: int, threads: int, min_rows: int = MIN_SLICE_ROWS) -> tuple[int, int]:
+    """(slices, intra-op threads per slice) for a call of `rows` on `threads` threads.
+
+    >>> plan_slices(256, 2), plan_slices(24, 2), plan_slices(96, 8), plan_slices(5, 1)
+    ((2, 1), (1, 2), (3, 2), (1, 1))
+    """
+    slices = max(1, min(threads, rows // min_rows))
+    return slices, max(1, threads // slices)
+
+
+class SlicedRunner:
+    """Runs `predict` on 1..N slices of a batch at once, each slice on its own thread.
+
+    The calling thread takes the first slice; rows come back in input order.
+    """
+
+    def __init__(self, predict: Callable[[Sequence[Any]], list[Any]], cores: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.predict = predict
+        self.pool = ThreadPoolExecutor(max(1, cores - 1), thread_name_prefix="bstream-slice")
+        self.local = threading.local()  # each thread's torch thread count, set when it changes
+
+    def _on_thread(self, threads: int, windows: Sequence[Any]) -> list[Any]:
+        if getattr(self.local, "threads", None) != threads:
+            import torch
+
+            torch.set_num_threads(threads)  # per OS thread: must run on the thread that predicts
+            self.local.threads = threads
+        return self.predict(windows)
+
+    def __call__(self, windows: Sequence[Any], threads: int) -> list[Any]:
+        """Scores of `windows` on `threads` threads in all (see plan_slices)."""
+        slices, per_slice = plan_slices(len(windows), threads)
+        step = -(-len(windows) // slices)
+        parts = [windows[i : i + step] for i in range(0, len(windows), step)]
+        later = [self.pool.submit(self._on_thread, per_slice, part) for part in parts[1:]]
+        first = self._on_thread(per_slice, parts[0])
+        return [*first, *(row for future in later for row in future.result())]
 
 
 def prefer_passive_openmp(environ: MutableMapping[str, str] = os.environ) -> bool:
@@ -218,7 +265,8 @@ class ThreadChooser:
 class AdaptiveThreads:
     """Wraps the runtime; each `predict` (on the inference thread) first sets torch's threads.
 
-    `fixed` pins the count (BSTREAM_TORCH_THREADS); `on_change` sees every new count (a gauge).
+    `fixed` pins the count (BSTREAM_TORCH_THREADS); `on_change` sees every new count (a gauge);
+    `on_call` gets each call's seconds (the model's busy time).
     """
 
     def __init__(
@@ -228,6 +276,7 @@ class AdaptiveThreads:
         fixed: int | None = None,
         meter: LoopMeter | None = None,
         on_change: Callable[[int], None] | None = None,
+        on_call: Callable[[float], None] | None = None,
     ) -> None:
         self.model = model
         self.cores = max(1, cores or os.cpu_count() or 1)
@@ -235,8 +284,10 @@ class AdaptiveThreads:
         self.meter = meter or LoopMeter(thread_cpu_clock(threading.main_thread()))
         self.chooser = ThreadChooser()
         self.waits = WaitMeter()
-        self.on_change = on_change
-        self.threads = 0  # torch's count on the inference thread, once set
+        self.on_change, self.on_call = on_change, on_call
+        self.threads = 0  # threads of the latest call
+        on_cpu = getattr(model, "device", "cpu") == "cpu"
+        self.sliced = SlicedRunner(lambda w: self.model.predict(w), self.cores) if on_cpu else None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)  # version, labels, device, ... of the real runtime
@@ -251,16 +302,22 @@ class AdaptiveThreads:
     def predict(self, windows: Sequence[Sequence[Any]]) -> list[dict[str, float]]:
         wanted = self.next_threads()
         if wanted != self.threads:
-            import torch
-
-            torch.set_num_threads(wanted)  # per OS thread: must run on the inference thread
             self.threads = wanted
             log.debug("inference threads -> %d (event loop busy %.2f)", wanted, self.meter.busy)
             if self.on_change is not None:
                 self.on_change(wanted)
         self.waits.start()
         started = time.perf_counter()
-        scores = self.model.predict(windows)
-        self.chooser.record(wanted, len(windows), time.perf_counter() - started)
+        if self.sliced is not None:
+            scores = self.sliced(windows, wanted)
+        else:
+            import torch
+
+            torch.set_num_threads(wanted)  # a GPU call: these threads only feed it
+            scores = self.model.predict(windows)
+        seconds = time.perf_counter() - started
+        self.chooser.record(wanted, len(windows), seconds)
         self.waits.end()
+        if self.on_call is not None:
+            self.on_call(seconds)
         return scores  # type: ignore[no-any-return]

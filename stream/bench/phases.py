@@ -6,7 +6,8 @@ import contextlib
 import gc
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,9 +38,61 @@ def is_tiny(bundle: Path) -> bool:
     return str(meta.get("base_model", "")).startswith("tiny")
 
 
+class AtThreads:
+    """The runtime called as the worker calls it on `threads` CPU threads (sliced batches)."""
+
+    def __init__(self, runtime: Any, threads: int) -> None:
+        from stream.threads import SlicedRunner
+
+        self.runner, self.threads = SlicedRunner(runtime.predict, threads), threads
+
+    def predict(self, windows: Sequence[list[Event]]) -> list[dict[str, float]]:
+        return self.runner(windows, self.threads)
+
+
+def at_threads(runtime: Any, threads: int) -> Any:
+    """What the ceiling times at `threads`: on a CPU the worker's sliced call, else the runtime."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return AtThreads(runtime, threads) if runtime.device == "cpu" else runtime
+
+
+@dataclass
+class CeilingProbe:
+    """The ceiling's runtime and batches, kept to measure the ceiling again after a run."""
+
+    runtime: Any
+    batches: list[list[list[Event]]]
+    threads: int
+
+    def measure(self, seconds: float, progress: bool) -> dict[str, Any]:
+        """The ceiling at `threads` now (the host's speed drifts: docs/DESIGN.md says how much)."""
+        import torch
+
+        before = torch.get_num_threads()
+        try:
+            model = at_threads(self.runtime, self.threads)
+            return measure_ceiling(model, self.batches, seconds, progress).as_dict()
+        finally:
+            torch.set_num_threads(before)
+
+
+def pooled_rate(*measured: Mapping[str, Any]) -> float | None:
+    """All predictions over all batch time of several ceiling measurements (their mean rate).
+
+    >>> pooled_rate({"batches": 10, "batch_size": 100, "preds_per_s_mean": 200.0},
+    ...             {"batches": 30, "batch_size": 100, "preds_per_s_mean": 300.0})
+    266.667
+    """
+    done = [m["batches"] * m["batch_size"] for m in measured]
+    seconds = sum(n / m["preds_per_s_mean"] for n, m in zip(done, measured, strict=True))
+    return round(sum(done) / seconds, 3) if seconds > 0 else None
+
+
 def phase_ceiling(
     opts: BenchOptions, bundle: Path, data: BenchData, say: Say
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], CeilingProbe]:
     """Raw runtime throughput at the worker's batch size, on the data's own window mix."""
     import torch
 
@@ -58,8 +111,11 @@ def phase_ceiling(
     }
     windows = prefix_windows(data.events, opts.window_size)
     batches = sample_batches(windows, opts.max_batch, batches=4)
-    ceiling = measure_ceiling(runtime, batches, opts.ceiling_seconds, opts.progress).as_dict()
-    ceiling["torch_threads"] = threads = torch.get_num_threads()
+    threads = torch.get_num_threads()
+    ceiling = measure_ceiling(
+        at_threads(runtime, threads), batches, opts.ceiling_seconds, opts.progress
+    ).as_dict()
+    ceiling["torch_threads"] = threads
     say(
         f"  ceiling: {ceiling['preds_per_s']:,.0f} preds/s with {ceiling['torch_threads']} torch "
         f"threads, one batch of {ceiling['batch_size']}: {ceiling['batch_ms_p50']:.1f} ms (p50)"
@@ -69,9 +125,8 @@ def phase_ceiling(
         # The worker picks 1..cores threads per batch (stream.threads): measure each count.
         for count in thread_counts(os.cpu_count() or 1):
             if count not in rows:
-                torch.set_num_threads(count)
                 rows[count] = measure_ceiling(
-                    runtime, batches, opts.ceiling_seconds, opts.progress
+                    at_threads(runtime, count), batches, opts.ceiling_seconds, opts.progress
                 ).as_dict()
                 rate = rows[count]["preds_per_s"]
                 say(f"  ceiling with {count} torch threads: {rate:,.0f} preds/s")
@@ -85,11 +140,34 @@ def phase_ceiling(
     if 1 in rows and threads != 1:
         ceiling["preds_per_s_1_thread"] = rows[1]["preds_per_s"]
         ceiling["preds_per_cpu_s_1_thread"] = rows[1]["preds_per_cpu_s"]
-    del runtime
+    ceiling["best_measured"] = {k: rows[best][k] for k in MEASURED}  # rows[n] may be `ceiling`
+    return info, ceiling, CeilingProbe(runtime, batches, best)
+
+
+def ceiling_around(
+    ceiling: dict[str, Any], probe: CeilingProbe, opts: BenchOptions, say: Say
+) -> None:
+    """Measure the best ceiling again after the max-rate run; pool it with the one before.
+
+    The host's own speed drifts by tens of percent within seconds (a shared machine), so the
+    pipeline is compared with the ceiling measured on both sides of its run, as mean rates
+    (stalls count, as they do in the pipeline), not with one median taken before it.
+    """
+    after = probe.measure(2 * opts.ceiling_seconds, opts.progress)
+    ceiling["after_optimized"] = after
+    ceiling["around_optimized_preds_per_s"] = pooled_rate(ceiling["best_measured"], after)
+    say(
+        f"  ceiling again after the run, {probe.threads} torch threads: "
+        f"{after['preds_per_s_mean']:,.0f} preds/s (mean); before: "
+        f"{ceiling['best_measured']['preds_per_s_mean']:,.0f} (mean), "
+        f"{ceiling['best_preds_per_s']:,.0f} (median batch); pooled "
+        f"{ceiling['around_optimized_preds_per_s'] or 0:,.0f}"
+    )
+    del probe.runtime
     gc.collect()
-    return info, ceiling
 
 
+MEASURED = ("preds_per_s", "preds_per_s_mean", "batches", "batch_size", "batch_ms_p50")
 THREAD_ROW = ("preds_per_s", "preds_per_cpu_s", "batch_ms_p50")
 
 
@@ -101,6 +179,35 @@ def thread_counts(cores: int) -> list[int]:
     """
     small = list(range(1, min(cores, 4) + 1))
     return sorted({*small, *(2**k for k in range(3, cores.bit_length()) if 2**k < cores), cores})
+
+
+class OtherCpu:
+    """CPU that the broker and the bench itself (replay, reader) take from the worker's cores."""
+
+    def __init__(self, broker: EmbeddedBroker) -> None:
+        import psutil
+
+        pid = broker.process.pid if broker.process is not None else None
+        self.procs = {"broker": psutil.Process(pid) if pid else None, "bench": psutil.Process()}
+        self.started = time.monotonic()
+        self.cpu = {name: self._cpu(proc) for name, proc in self.procs.items()}
+
+    @staticmethod
+    def _cpu(proc: Any) -> float | None:
+        if proc is None:
+            return None
+        times = proc.cpu_times()
+        return float(times.user + times.system)
+
+    def cores_busy(self) -> dict[str, float | None]:
+        """{"broker_cores_busy": ..., "bench_cores_busy": ...} since construction."""
+        wall = time.monotonic() - self.started
+        out: dict[str, float | None] = {}
+        for name, proc in self.procs.items():
+            before, now = self.cpu[name], self._cpu(proc)
+            busy = (now - before) / wall if before is not None and now is not None else None
+            out[f"{name}_cores_busy"] = round(busy, 3) if busy is not None else None
+        return out
 
 
 @dataclass
@@ -116,12 +223,13 @@ class Stage:
     def run(self, spec: PhaseSpec) -> dict[str, Any]:
         """Run one pipeline phase, print its headline figures, keep latencies for the CDF."""
         opts = self.opts
-        ticks = host_cpu_ticks()
+        ticks, others = host_cpu_ticks(), OtherCpu(self.broker)
         obs = run_phase(
             spec, self.broker.bootstrap, self.bundle, opts.out, opts.partitions, opts.progress
         )
         phase = summarize(spec, obs)
         phase["host_steal_pct"] = steal_pct(ticks, host_cpu_ticks())
+        phase.update(others.cores_busy())
         if spec.name != "memory":
             self.latencies[f"{spec.name} latency_ms"] = [p["latency_ms"] for p in obs.predictions]
         if spec.name == "fixed_load":

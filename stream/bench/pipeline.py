@@ -151,6 +151,10 @@ def run_phase(
     return Observed(produced_at, produce_s, predictions, missing, wall_s, samples, final, profile)
 
 
+def ratio(top: float, bottom: float) -> float | None:
+    return round(top / bottom, 3) if bottom > 0 else None
+
+
 def _span_rate(count: float, first: float, last: float) -> float | None:
     return count / (last - first) if last > first else None
 
@@ -205,7 +209,10 @@ def summarize(spec: PhaseSpec, obs: Observed) -> dict[str, Any]:
     stamps = [p["predicted_at"] / 1000 for p in preds]
     last_out = max(stamps, default=0.0)
     calls, consumed = obs.final.model_calls, obs.final.events
-    cpu_s = obs.final.cpu_s - obs.samples[0].cpu_s  # from ready (before the replay) to the end
+    start, final = obs.samples[0], obs.final
+    cpu_s = final.cpu_s - start.cpu_s  # from ready (before the replay) to the end
+    sampled_s = final.t - start.t
+    busy_s = final.model_busy_s - start.model_busy_s
     rss = [s.rss for s in obs.samples] + [obs.final.rss]
     return {
         "events": len(spec.events),
@@ -217,7 +224,15 @@ def summarize(spec: PhaseSpec, obs: Observed) -> dict[str, Any]:
         "preds_per_s": _span_rate(len(preds) - 1, min(stamps), last_out) if preds else None,
         "end_to_end_events_per_s": round(done / obs.wall_s, 1),
         "worker_cpu_s": round(cpu_s, 2),
-        "worker_cores_busy": round(cpu_s / (obs.final.t - obs.samples[0].t), 2),
+        "worker_cores_busy": round(cpu_s / sampled_s, 2),
+        "loop_cores_busy": round((final.loop_cpu_s - start.loop_cpu_s) / sampled_s, 3),
+        # Where a model-bound pipeline loses to the ceiling: time the model waits between calls
+        # (busy share < 1), or slower calls than alone (preds per model-second < the ceiling).
+        "model_busy_share": round(busy_s / (last_out - first_in), 3)
+        if last_out > first_in
+        else None,
+        "preds_per_model_s": _span_rate(len(preds), 0.0, busy_s),
+        "rows_per_call": round(len(preds) / calls, 1) if calls else None,
         "events_per_cpu_s": _span_rate(done, 0.0, cpu_s),
         "preds_per_cpu_s": _span_rate(len(preds), 0.0, cpu_s),
         "predictions": len(preds),

@@ -78,6 +78,10 @@ def assemble(
             ),
             "optimized_over_naive_preds": ratio(opt["preds_per_s"], naive.get("preds_per_s")),
             "pipeline_over_ceiling": ratio(opt["preds_per_s"], ceiling["best_preds_per_s"]),
+            # the like-for-like yardstick: the ceiling's mean rate before and after the run
+            "pipeline_over_ceiling_around": ratio(
+                opt["preds_per_s"], ceiling.get("around_optimized_preds_per_s")
+            ),
             # per CPU second: robust to other load on a shared machine
             "pipeline_over_ceiling_cpu": ratio(
                 opt["preds_per_cpu_s"], ceiling["best_preds_per_cpu_s"]
@@ -111,7 +115,7 @@ def assemble(
 def sweep_table(ceiling: Mapping[str, Any], sweep: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Per thread count: the model's ceiling and the pipeline pinned to that count, side by side."""
     ceilings = {str(r["threads"]): r["preds_per_s"] for r in ceiling.get("by_threads", [])}
-    best = ceiling["best_preds_per_s"]
+    best = ceiling.get("around_optimized_preds_per_s") or ceiling["best_preds_per_s"]
     return [
         {
             "threads": int(count),
@@ -234,7 +238,10 @@ def targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     )
     if where == "high-coalescing run":
         intake_note += f" ({hot.get('inferences_per_event', 0):.3f} inferences/event)"
-    over = ratios["pipeline_over_ceiling"]
+    around = ratios.get("pipeline_over_ceiling_around")
+    over = around if around is not None else ratios["pipeline_over_ceiling"]
+    if around is not None:
+        bound += "; ceiling: mean rate before and after the run"
     return [
         _check(
             "pipeline preds/s >= 0.9 x best model ceiling",
@@ -371,6 +378,31 @@ def steal_lines(report: Mapping[str, Any]) -> list[str]:
     return ["", "host CPU steal during each run: " + ", ".join(found)] if found else []
 
 
+def gap_lines(report: Mapping[str, Any]) -> list[str]:
+    """Where the max-rate run's model time went: waits between calls, slower calls, other CPU.
+
+    >>> run = {"model_busy_share": 0.95, "preds_per_model_s": 320.0, "rows_per_call": 120.0,
+    ...        "loop_cores_busy": 0.12, "broker_cores_busy": 0.05, "bench_cores_busy": 0.02}
+    >>> line = gap_lines({"optimized": run, "model_ceiling_preds_per_s": 400.0})[1]
+    >>> line[21:37], line[-40:]
+    ('model busy 0.950', 'event loop 0.12, broker 0.05, bench 0.02')
+    """
+    run = report.get("optimized") or {}
+    around = (report.get("ceiling") or {}).get("around_optimized_preds_per_s")
+    best = around or report.get("model_ceiling_preds_per_s")
+    if run.get("model_busy_share") is None:
+        return []
+    speed = run.get("preds_per_model_s")
+    return [
+        "",
+        f"optimized, max rate: model busy {_fmt(run['model_busy_share'], 3)} of the time; "
+        f"{_fmt(speed)} preds per model-second ({_fmt(ratio(speed, best), 3)} of the ceiling), "
+        f"{_fmt(run.get('rows_per_call'), 1)} rows per call; cores busy: event loop "
+        f"{_fmt(run.get('loop_cores_busy'), 2)}, broker {_fmt(run.get('broker_cores_busy'), 2)}, "
+        f"bench {_fmt(run.get('bench_cores_busy'), 2)}",
+    ]
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     """The side-by-side table, the ratios and the targets, as Markdown."""
     bundle, machine, r = report["bundle"], report["machine"], report["ratios"]
@@ -397,7 +429,14 @@ def markdown(report: Mapping[str, Any]) -> str:
         _row("---", "---:"),
         _row("optimized / naive events/s", _fmt(r["optimized_over_naive_events"], 1)),
         _row("optimized / naive preds/s", _fmt(r["optimized_over_naive_preds"], 1)),
-        _row("pipeline preds/s / model ceiling", _fmt(r["pipeline_over_ceiling"], 3)),
+        _row(
+            "pipeline preds/s / model ceiling (mean rate before and after the run)",
+            _fmt(r.get("pipeline_over_ceiling_around"), 3),
+        ),
+        _row(
+            "pipeline preds/s / model ceiling (median batch, before the run)",
+            _fmt(r["pipeline_over_ceiling"], 3),
+        ),
         _row(
             "pipeline / ceiling, predictions per CPU second",
             _fmt(r["pipeline_over_ceiling_cpu"], 3),
@@ -430,9 +469,10 @@ def markdown(report: Mapping[str, Any]) -> str:
     ]
     lines += threads_lines(report)
     lines += steal_lines(report)
+    lines += gap_lines(report)
     if report.get("thread_sweep"):
         lines += ["", _row("worker pinned to N threads", "ceiling preds/s", "pipeline preds/s",
-                           "pipeline / best ceiling", "worker cores busy", "p99 ms",
+                           "pipeline / ceiling (as in the target)", "worker cores busy", "p99 ms",
                            "p99 ms at fixed load"),
                   _row("---:", "---:", "---:", "---:", "---:", "---:", "---:")]  # fmt: skip
         lines += [

@@ -17,6 +17,7 @@ from stream.bench import report as rep
 from stream.bench.data import load_data, sized_events
 from stream.bench.phases import (
     Stage,
+    ceiling_around,
     fixed_rate,
     phase_ceiling,
     phase_fixed_load,
@@ -160,7 +161,7 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
         opts.notes.append("no GPU on this machine: CPU figures only (no bf16 run)")
     say(f"[1/6] model ceiling: bundle {bundle}, data {data.source}")
     ticks = rep.host_cpu_ticks()
-    bundle_info, ceiling = phase_ceiling(opts, bundle, data, say)
+    bundle_info, ceiling, probe = phase_ceiling(opts, bundle, data, say)
     ceiling["host_steal_pct"] = rep.steal_pct(ticks, rep.host_cpu_ticks())
     if opts.events is None:
         n = sized_events(len(data.events), ceiling["best_preds_per_s"], opts.model_seconds)
@@ -177,6 +178,7 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
     with EmbeddedBroker(log_path=opts.out / "broker.log") as broker:
         stage = Stage(opts, broker, bundle, say)
         phases["optimized"] = opt = phase_optimized(stage, data.events)
+        ceiling_around(ceiling, probe, opts, say)
         max_rate = opt["events_per_s"] or opt["end_to_end_events_per_s"]
         if opts.thread_sweep:
             rate = None if opts.skip_latency else fixed_rate(opts, max_rate)

@@ -81,6 +81,8 @@ class Sample:
     model_calls: float
     active_windows: float
     inference_threads: float = 0.0  # torch threads of the worker's latest model call
+    model_busy_s: float = 0.0  # seconds the inference thread spent in model calls
+    loop_cpu_s: float = 0.0  # CPU seconds of the main thread (the event loop)
 
 
 SAMPLED = {
@@ -89,6 +91,7 @@ SAMPLED = {
     "bstream_inference_seconds": "model_calls",
     "bstream_active_windows": "active_windows",
     "bstream_inference_threads": "inference_threads",
+    "bstream_model_busy_seconds": "model_busy_s",
 }
 
 
@@ -151,8 +154,10 @@ class WorkerProc(WorkerLauncher):
         assert self.proc is not None
         proc = psutil.Process(self.proc.pid)
         rss, cpu = proc.memory_info().rss, proc.cpu_times()
+        loop = next((t for t in proc.threads() if t.id == proc.pid), None)
         values = parse_metrics(self._get("/metrics")[1])
-        return Sample(time.monotonic(), rss, cpu.user + cpu.system, **values)
+        loop_cpu = loop.user_time + loop.system_time if loop is not None else 0.0
+        return Sample(time.monotonic(), rss, cpu.user + cpu.system, **values, loop_cpu_s=loop_cpu)
 
     def start_sampling(self, interval: float = 0.25) -> None:
         def loop() -> None:
@@ -187,6 +192,7 @@ def combined(samples: Sequence[Sample]) -> Sample:
         sum(s.rss for s in samples),
         sum(s.cpu_s for s in samples),
         **total,
+        loop_cpu_s=sum(s.loop_cpu_s for s in samples),
     )
 
 

@@ -119,7 +119,10 @@ def _swapper(settings: Settings, sapp: Any, worker: Any, metrics: Any, startup: 
         metrics,
         startup,
         wrap=lambda model: AdaptiveThreads(
-            model, fixed=settings.torch_threads, on_change=metrics.threads.set
+            model,
+            fixed=settings.torch_threads,
+            on_change=metrics.threads.set,
+            on_call=metrics.model_busy.inc,
         ),
         explainer=lambda model: _explainer(settings, model),
     )
@@ -179,7 +182,12 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     metrics.set_health(model_loaded=True, model_version=runtime.version, broker_up=True)
     sapp = create_app(settings, partitions)
     highwater.install(sapp.app.consumer, settings)
-    model = AdaptiveThreads(runtime, fixed=settings.torch_threads, on_change=metrics.threads.set)
+    model = AdaptiveThreads(
+        runtime,
+        fixed=settings.torch_threads,
+        on_change=metrics.threads.set,
+        on_call=metrics.model_busy.inc,
+    )
     publisher = Publisher(sapp.app)
     store = open_store(WindowStore, sapp.windows, settings, publisher)
     inference = Inference(

@@ -40,6 +40,10 @@ REQUIRED_NUMBERS = (
     "limit.optimized.events_per_s",
     "ratios.intake_over_limit",
     "optimized.inference_threads_mean",
+    "optimized.model_busy_share",
+    "optimized.preds_per_model_s",
+    "ceiling.around_optimized_preds_per_s",
+    "ratios.pipeline_over_ceiling_around",
 )
 
 
@@ -95,7 +99,7 @@ def test_quick_writes_markdown_and_cdf_next_to_the_json(quick_run: tuple[Path, s
     png = json_path.with_name("latency_cdf.png").read_bytes()
 
     assert "| optimized / naive events/s |" in table
-    assert "| pipeline preds/s / model ceiling |" in table
+    assert "| pipeline preds/s / model ceiling (mean rate before and after the run) |" in table
     assert table in stdout
     assert png.startswith(b"\x89PNG")
 
@@ -147,6 +151,8 @@ def test_parse_metrics_sums_labels_and_reads_histogram_counts() -> None:
             "bstream_active_windows 7.0",
             "# TYPE bstream_inference_threads gauge",
             "bstream_inference_threads 2.0",
+            "# TYPE bstream_model_busy_seconds_total counter",
+            "bstream_model_busy_seconds_total 1.5",
         ]
     )
 
@@ -158,6 +164,7 @@ def test_parse_metrics_sums_labels_and_reads_histogram_counts() -> None:
         "model_calls": 4.0,
         "active_windows": 7.0,
         "inference_threads": 2.0,
+        "model_busy_s": 1.5,
     }
 
 
@@ -256,7 +263,10 @@ def test_ratio_and_markdown_handle_a_skipped_naive_run() -> None:
     table = markdown(report)
 
     assert "| naive (max rate) | skipped |" in table
-    assert "| pipeline preds/s / model ceiling | 0.500 |" in table
+    assert "| pipeline preds/s / model ceiling (median batch, before the run) | 0.500 |" in table
+    assert (
+        "| pipeline preds/s / model ceiling (mean rate before and after the run) | n/a |" in table
+    )
     assert "| optimized / naive events/s | n/a |" in table
     assert "| model ceiling (batch 8, torch threads 1, best) |  |  | 8 |" in table
     assert all(line.count("|") == 11 for line in table.splitlines()[6:12])

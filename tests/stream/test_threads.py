@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,10 @@ def test_wrapper_sets_torch_threads_on_the_calling_thread(tiny_bundle: Path) -> 
     busy = [0.9]
     meter = LoopMeter(None)
     seen: list[int] = []
-    model = AdaptiveThreads(runtime, cores=2, meter=meter, on_change=seen.append)
+    calls: list[float] = []
+    model = AdaptiveThreads(
+        runtime, cores=2, meter=meter, on_change=seen.append, on_call=calls.append
+    )
     window = [{"event_type": "cart", "ts": 1_700_000_000_000, "item_id": "7"}]
     found: list[int] = []
 
@@ -75,6 +79,7 @@ def test_wrapper_sets_torch_threads_on_the_calling_thread(tiny_bundle: Path) -> 
     assert model.version == runtime.version  # the rest of the runtime shows through
     assert seen == [1, 2]  # set on change only
     assert found[:2] == [1, 2]
+    assert len(calls) == 3 and all(seconds > 0 for seconds in calls)  # the model's busy time
 
 
 def test_a_fixed_count_wins(tiny_bundle: Path) -> None:
@@ -145,3 +150,35 @@ def test_a_slow_first_call_at_a_count_does_not_decide_against_it() -> None:
     for _ in range(2):
         chooser.record(1, rows=256, seconds=1.0)
     assert chooser.pick(2) == 2
+
+
+def test_a_sliced_call_returns_rows_in_order_from_several_threads() -> None:
+    from stream.threads import SlicedRunner
+
+    def predict(windows: list[int]) -> list[tuple[int, int]]:
+        time.sleep(0.05)  # every slice is still running when the last one starts
+        return [(w, threading.get_ident()) for w in windows]
+
+    runner = SlicedRunner(predict, cores=4)
+
+    rows = runner(list(range(130)), threads=4)  # 4 slices of 33, 33, 33, 31
+
+    assert [w for w, _ in rows] == list(range(130))
+    assert len({ident for _, ident in rows}) == 4
+    assert [w for w, _ in runner(list(range(20)), threads=4)] == list(range(20))  # one call
+
+
+def test_sliced_scores_match_one_call(tiny_bundle: Path) -> None:
+    from model.runtime import Runtime
+
+    runtime = Runtime.load(tiny_bundle, device="cpu")
+    windows = [
+        [{"event_type": kind, "ts": 1_700_000_000_000 + i, "item_id": str(i % 7)}]
+        for i, kind in enumerate(["view", "cart", "purchase", "click"] * 20)
+    ]
+    model = AdaptiveThreads(runtime, cores=2, fixed=2)
+
+    sliced = model.predict(windows)
+
+    whole = runtime.predict(windows)
+    assert [s["purchase"] for s in sliced] == pytest.approx([w["purchase"] for w in whole])
