@@ -5,7 +5,8 @@ each model call the policy reads how busy the event loop was since the previous 
 the loop's thread / wall time, smoothed); torch may use the cores left over (the cap), and below
 the cap the count with the lowest measured seconds per row wins (ThreadChooser). When the next
 batch is always ready as soon as a call ends (the model is the bound: WaitMeter), the cap is all
-cores, however busy the loop looks, because the loop's work then waits on the model anyway:
+cores, however busy the loop looks, because the loop's work then waits on the model anyway.
+On a CPU a large call runs as slices of the batch, one thread each (SlicedRunner). The cap:
 
 >>> choose_threads(cores=2, loop_busy=0.10)  # model-bound: the loop mostly waits on the model
 2
@@ -49,6 +50,9 @@ FEWER_THREADS_MARGIN = 0.15
 # MiniLM bundle, batches of 256, alternating 8-s slots): 279 vs 247 preds/s idle, 277 vs 227 with
 # a thread taking 8% of a core in 10-ms bursts (docs/DESIGN.md, "Inference threads").
 MIN_SLICE_ROWS = 32  # smaller calls stay one call: small slices cost more per row
+# Chunks per thread in a sliced call: threads that finish early take more. Measured (256 rows,
+# 2 threads, a thread taking 8% of a core): chunks of 32 rows 259 preds/s, of 64 233, halves 231.
+CHUNKS_PER_THREAD = 4
 
 
 def plan_slices(rows: int, threads: int, min_rows: int = MIN_SLICE_ROWS) -> tuple[int, int]:
@@ -62,9 +66,11 @@ def plan_slices(rows: int, threads: int, min_rows: int = MIN_SLICE_ROWS) -> tupl
 
 
 class SlicedRunner:
-    """Runs `predict` on 1..N slices of a batch at once, each slice on its own thread.
+    """Runs `predict` on a batch as chunks on 1..N threads at once; rows back in input order.
 
-    The calling thread takes the first slice; rows come back in input order.
+    The threads pull the next chunk as they finish one (chunks of at least MIN_SLICE_ROWS, about
+    CHUNKS_PER_THREAD per thread), so a thread slowed by other work takes fewer chunks instead of
+    holding up the call. The calling thread is one of them.
     """
 
     def __init__(self, predict: Callable[[Sequence[Any]], list[Any]], cores: int) -> None:
@@ -74,22 +80,39 @@ class SlicedRunner:
         self.pool = ThreadPoolExecutor(max(1, cores - 1), thread_name_prefix="bstream-slice")
         self.local = threading.local()  # each thread's torch thread count, set when it changes
 
-    def _on_thread(self, threads: int, windows: Sequence[Any]) -> list[Any]:
+    def _set_threads(self, threads: int) -> None:
         if getattr(self.local, "threads", None) != threads:
             import torch
 
             torch.set_num_threads(threads)  # per OS thread: must run on the thread that predicts
             self.local.threads = threads
-        return self.predict(windows)
 
     def __call__(self, windows: Sequence[Any], threads: int) -> list[Any]:
         """Scores of `windows` on `threads` threads in all (see plan_slices)."""
         slices, per_slice = plan_slices(len(windows), threads)
-        step = -(-len(windows) // slices)
-        parts = [windows[i : i + step] for i in range(0, len(windows), step)]
-        later = [self.pool.submit(self._on_thread, per_slice, part) for part in parts[1:]]
-        first = self._on_thread(per_slice, parts[0])
-        return [*first, *(row for future in later for row in future.result())]
+        if slices == 1:
+            self._set_threads(per_slice)
+            return self.predict(windows)
+        size = max(MIN_SLICE_ROWS, -(-len(windows) // (slices * CHUNKS_PER_THREAD)))
+        chunks = [windows[i : i + size] for i in range(0, len(windows), size)]
+        out: list[list[Any]] = [[] for _ in chunks]
+        order = iter(range(len(chunks)))
+        lock = threading.Lock()
+
+        def work() -> None:
+            self._set_threads(per_slice)
+            while True:
+                with lock:
+                    k = next(order, None)
+                if k is None:
+                    return
+                out[k] = self.predict(chunks[k])
+
+        helpers = [self.pool.submit(work) for _ in range(slices - 1)]
+        work()
+        for helper in helpers:
+            helper.result()
+        return [row for chunk in out for row in chunk]
 
 
 def prefer_passive_openmp(environ: MutableMapping[str, str] = os.environ) -> bool:

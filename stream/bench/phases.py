@@ -65,6 +65,13 @@ class CeilingProbe:
     runtime: Any
     batches: list[list[list[Event]]]
     threads: int
+    batch_size: int = 256
+    window_size: int = 50
+
+    def use_events(self, events: Sequence[Event]) -> None:
+        """Measure from now on the windows that these events leave (the run's own mix)."""
+        windows = prefix_windows(events, self.window_size)
+        self.batches = sample_batches(windows, self.batch_size, batches=4)
 
     def measure(self, seconds: float, progress: bool) -> dict[str, Any]:
         """The ceiling at `threads` now (the host's speed drifts: docs/DESIGN.md says how much)."""
@@ -140,34 +147,38 @@ def phase_ceiling(
     if 1 in rows and threads != 1:
         ceiling["preds_per_s_1_thread"] = rows[1]["preds_per_s"]
         ceiling["preds_per_cpu_s_1_thread"] = rows[1]["preds_per_cpu_s"]
-    ceiling["best_measured"] = {k: rows[best][k] for k in MEASURED}  # rows[n] may be `ceiling`
-    return info, ceiling, CeilingProbe(runtime, batches, best)
+    return info, ceiling, CeilingProbe(runtime, batches, best, opts.max_batch, opts.window_size)
 
 
-def ceiling_around(
+def ceiling_before(
+    ceiling: dict[str, Any], probe: CeilingProbe, events: Sequence[Event], opts: BenchOptions
+) -> None:
+    """The best count's ceiling on the max-rate run's own windows, just before that run."""
+    probe.use_events(events)
+    ceiling["before_optimized"] = probe.measure(opts.ceiling_seconds, opts.progress)
+
+
+def ceiling_after(
     ceiling: dict[str, Any], probe: CeilingProbe, opts: BenchOptions, say: Say
 ) -> None:
-    """Measure the best ceiling again after the max-rate run; pool it with the one before.
+    """The same again after the max-rate run, pooled with the one before (the target's yardstick).
 
     The host's own speed drifts by tens of percent within seconds (a shared machine), so the
-    pipeline is compared with the ceiling measured on both sides of its run, as mean rates
-    (stalls count, as they do in the pipeline), not with one median taken before it.
+    pipeline is compared with the ceiling on its own windows, measured on both sides of its run,
+    as mean rates (stalls count, as they do in the pipeline), not with one median taken before.
     """
-    after = probe.measure(2 * opts.ceiling_seconds, opts.progress)
-    ceiling["after_optimized"] = after
-    ceiling["around_optimized_preds_per_s"] = pooled_rate(ceiling["best_measured"], after)
+    before = ceiling["before_optimized"]
+    ceiling["after_optimized"] = after = probe.measure(2 * opts.ceiling_seconds, opts.progress)
+    ceiling["around_optimized_preds_per_s"] = pooled = pooled_rate(before, after)
     say(
-        f"  ceiling again after the run, {probe.threads} torch threads: "
-        f"{after['preds_per_s_mean']:,.0f} preds/s (mean); before: "
-        f"{ceiling['best_measured']['preds_per_s_mean']:,.0f} (mean), "
-        f"{ceiling['best_preds_per_s']:,.0f} (median batch); pooled "
-        f"{ceiling['around_optimized_preds_per_s'] or 0:,.0f}"
+        f"  ceiling on the run's windows, {probe.threads} torch threads, mean rate: "
+        f"{before['preds_per_s_mean']:,.0f} preds/s before the run, "
+        f"{after['preds_per_s_mean']:,.0f} after; pooled {pooled or 0:,.0f}"
     )
     del probe.runtime
     gc.collect()
 
 
-MEASURED = ("preds_per_s", "preds_per_s_mean", "batches", "batch_size", "batch_ms_p50")
 THREAD_ROW = ("preds_per_s", "preds_per_cpu_s", "batch_ms_p50")
 
 

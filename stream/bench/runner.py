@@ -17,7 +17,8 @@ from stream.bench import report as rep
 from stream.bench.data import load_data, sized_events
 from stream.bench.phases import (
     Stage,
-    ceiling_around,
+    ceiling_after,
+    ceiling_before,
     fixed_rate,
     phase_ceiling,
     phase_fixed_load,
@@ -177,8 +178,9 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
     sweep: dict[str, Any] = {}
     with EmbeddedBroker(log_path=opts.out / "broker.log") as broker:
         stage = Stage(opts, broker, bundle, say)
+        ceiling_before(ceiling, probe, data.events, opts)
         phases["optimized"] = opt = phase_optimized(stage, data.events)
-        ceiling_around(ceiling, probe, opts, say)
+        ceiling_after(ceiling, probe, opts, say)
         max_rate = opt["events_per_s"] or opt["end_to_end_events_per_s"]
         if opts.thread_sweep:
             rate = None if opts.skip_latency else fixed_rate(opts, max_rate)

@@ -161,9 +161,10 @@ def test_a_sliced_call_returns_rows_in_order_from_several_threads() -> None:
 
     runner = SlicedRunner(predict, cores=4)
 
-    rows = runner(list(range(130)), threads=4)  # 4 slices of 33, 33, 33, 31
+    rows = runner(list(range(128)), threads=4)  # 4 chunks of 32, one per thread
 
-    assert [w for w, _ in rows] == list(range(130))
+    assert [w for w, _ in rows] == list(range(128))
+    assert [w for w, _ in runner(list(range(300)), threads=4)] == list(range(300))
     assert len({ident for _, ident in rows}) == 4
     assert [w for w, _ in runner(list(range(20)), threads=4)] == list(range(20))  # one call
 
