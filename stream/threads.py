@@ -18,12 +18,14 @@ On a CPU a large call runs as slices of the batch, one thread each (SlicedRunner
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 log = logging.getLogger("bstream.threads")
@@ -65,6 +67,11 @@ def plan_slices(rows: int, threads: int, min_rows: int = MIN_SLICE_ROWS) -> tupl
     return slices, max(1, threads // slices)
 
 
+@functools.cache
+def _slice_pool(size: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(size, thread_name_prefix="bstream-slice")
+
+
 class SlicedRunner:
     """Runs `predict` on a batch as chunks on 1..N threads at once; rows back in input order.
 
@@ -74,18 +81,16 @@ class SlicedRunner:
     """
 
     def __init__(self, predict: Callable[[Sequence[Any]], list[Any]], cores: int) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         self.predict = predict
-        self.pool = ThreadPoolExecutor(max(1, cores - 1), thread_name_prefix="bstream-slice")
-        self.local = threading.local()  # each thread's torch thread count, set when it changes
+        self.pool = _slice_pool(max(1, cores - 1))  # shared: a hot swap makes a new runner
 
-    def _set_threads(self, threads: int) -> None:
-        if getattr(self.local, "threads", None) != threads:
-            import torch
+    @staticmethod
+    def _set_threads(threads: int) -> None:
+        import torch
 
-            torch.set_num_threads(threads)  # per OS thread: must run on the thread that predicts
-            self.local.threads = threads
+        # Every time, on the thread that predicts: torch's count is process-wide, but OpenMP's is
+        # per OS thread, so a check of torch's getter can miss a pool thread still at its default.
+        torch.set_num_threads(threads)
 
     def __call__(self, windows: Sequence[Any], threads: int) -> list[Any]:
         """Scores of `windows` on `threads` threads in all (see plan_slices)."""
