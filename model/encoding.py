@@ -14,6 +14,7 @@ never renames the kept ones.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -294,3 +295,67 @@ def load_tokenizer(path: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path))
+
+
+SUMMARY_WORDS = ("bought", "basket", "viewed", "items", "categories", "last", "never")
+
+
+def probe_texts(cfg: EncodingConfig) -> list[str]:
+    """Texts holding every word rendering can emit, alone and in runs (tokenizer parity checks)."""
+    words = [
+        *TYPE_WORDS.values(),
+        *("event", "first", "again", "item", "category", OLDEST_WORD, TOP_PRICE_WORD),
+        *(word for _, word in TIME_BUCKETS),
+        *(word for _, word in PRICE_BUCKETS),
+        *ITEM_WORDS,
+        *SUMMARY_WORDS,
+        *(str(n) for n in range(100 + cfg.hash_buckets)),  # counts, categories, hash words
+    ]
+    alone = [word + cfg.separator for word in words]
+    runs = [" ".join(words[i : i + 7]) + cfg.separator for i in range(0, len(words), 3)]
+    return alone + runs
+
+
+class ServingTokenizer:
+    """A bundle's tokenizer.json run by `tokenizers` alone: the ids of the HF fast tokenizer.
+
+    Serving needs only `encode` and three special ids; `transformers` takes seconds to import,
+    which every worker start (and every recovery) would pay. Export checks the two agree.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from tokenizers import Tokenizer
+
+        config = json.loads((path / TOKENIZER_CONFIG).read_text())
+        self._tokenizer = Tokenizer.from_file(str(path / TOKENIZER_JSON))
+        # transformers turns both off per call unless asked; the file may carry either.
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self.cls_token_id = self._special_id(config, "cls_token", "[CLS]")
+        self.sep_token_id = self._special_id(config, "sep_token", "[SEP]")
+        self.pad_token_id = self._special_id(config, "pad_token", "[PAD]")
+
+    def _special_id(self, config: Mapping[str, Any], name: str, default: str) -> int:
+        token = config.get(name) or default
+        content = token.get("content", default) if isinstance(token, Mapping) else str(token)
+        token_id = self._tokenizer.token_to_id(content)
+        if token_id is None:
+            raise ValueError(f"tokenizer has no {name} {content!r}")
+        return int(token_id)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
+
+    def get_vocab(self) -> dict[str, int]:
+        return dict(self._tokenizer.get_vocab(with_added_tokens=True))
+
+
+TOKENIZER_JSON = "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+
+
+def load_serving_tokenizer(path: Path) -> Any:
+    """The tokenizer the runtime uses: tokenizer.json via `tokenizers` when the bundle has one."""
+    if (path / TOKENIZER_JSON).is_file() and (path / TOKENIZER_CONFIG).is_file():
+        return ServingTokenizer(path)
+    return load_tokenizer(path)  # a slow (vocab.txt only) tokenizer: transformers it is

@@ -24,7 +24,7 @@ from model.bundle import (
     sha256_file,
     write_meta,
 )
-from model.encoding import EncodingConfig, load_tokenizer
+from model.encoding import EncodingConfig, load_serving_tokenizer, load_tokenizer, probe_texts
 from model.fusion import FusionConfig
 from model.model import BehaviorBert, ModelConfig, Probabilities
 from model.tracing import Batch, synthetic_batch, trace, with_extra
@@ -76,6 +76,20 @@ def checked_trace(
     return scripted, diff
 
 
+def check_serving_tokenizer(tokenizer: Any, saved: Path, encoding: EncodingConfig) -> None:
+    """ExportError unless the runtime's tokenizer, loaded from `saved`, gives training's ids."""
+    serving = load_serving_tokenizer(saved)
+    for name in ("cls_token_id", "sep_token_id", "pad_token_id"):
+        if getattr(serving, name) != getattr(tokenizer, name):
+            raise ExportError(f"the saved tokenizer's {name} differs from training's")
+    for text in probe_texts(encoding):
+        expected = list(tokenizer.encode(text, add_special_tokens=False))
+        if serving.encode(text, add_special_tokens=False) != expected:
+            raise ExportError(
+                f"the saved tokenizer splits {text!r} unlike training's; bundle not written"
+            )
+
+
 def export_bundle(
     model: BehaviorBert,
     tokenizer: Any,
@@ -102,6 +116,7 @@ def export_bundle(
     try:
         torch.jit.save(scripted, str(staging / MODEL_FILE))
         tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
+        check_serving_tokenizer(tokenizer, staging / TOKENIZER_DIR, encoding)
         files = {MODEL_FILE: sha256_file(staging / MODEL_FILE)}
         if save_checkpoint:
             torch.save(

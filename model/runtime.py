@@ -14,17 +14,25 @@ import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from model.bundle import MODEL_FILE, TOKENIZER_DIR, BundleError, BundleMeta, validate_bundle
-from model.encoding import Encoded, Encoder, EncodingConfig, bucket_for, load_tokenizer
-from model.ensemble import eager_ensemble
+from model.encoding import (
+    Encoded,
+    Encoder,
+    EncodingConfig,
+    bucket_for,
+    load_serving_tokenizer,
+    load_tokenizer,
+)
 from model.fusion import FusionConfig, extra_inputs, synthetic_extra, with_fusion
-from model.model import BehaviorBert, ModelConfig, Probabilities
 from model.tracing import synthetic_batch, trace, with_extra
+
+if TYPE_CHECKING:
+    from model.model import BehaviorBert
 
 __all__ = ["BundleError", "Runtime", "load_tokenizer"]
 
@@ -51,12 +59,19 @@ def fusion_of(meta: BundleMeta) -> FusionConfig | None:
 
 def eager_from_script(script: torch.jit.ScriptModule, meta: BundleMeta) -> BehaviorBert:
     """Rebuild the eager model from the weights inside model.ts (keys are 'model.<...>')."""
+    # Lazy, like eager_probabilities: model.model imports transformers, which the plain CPU
+    # serving path (TorchScript + tokenizers) never needs and which takes seconds to import.
+    from model.model import BehaviorBert, ModelConfig
+
     state = {k.removeprefix("model."): v for k, v in script.state_dict().items()}
     return BehaviorBert.from_state(ModelConfig.from_dict(meta.model), state)
 
 
 def eager_probabilities(script: torch.jit.ScriptModule, meta: BundleMeta) -> nn.Module:
     """The eager probabilities module behind model.ts: one model, or an ensemble's mean."""
+    from model.ensemble import eager_ensemble
+    from model.model import Probabilities
+
     if "members" in meta.model:
         return eager_ensemble(script, meta)
     return Probabilities(eager_from_script(script, meta))
@@ -95,7 +110,7 @@ class Runtime:
         device = resolve_device(device)
         try:
             encoding = EncodingConfig.from_dict(meta.encoding)
-            tokenizer = load_tokenizer(bundle_dir / TOKENIZER_DIR)
+            tokenizer = load_serving_tokenizer(bundle_dir / TOKENIZER_DIR)
             script = torch.jit.load(str(bundle_dir / MODEL_FILE), map_location="cpu")
         except (OSError, RuntimeError, ValueError, TypeError) as exc:
             raise BundleError(f"corrupt bundle {bundle_dir}: {str(exc).splitlines()[0]}") from exc

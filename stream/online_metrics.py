@@ -13,16 +13,29 @@ from 10,000 / 10 score bins (scikit-learn's answer on scores rounded to the bin)
 
 from __future__ import annotations
 
+import importlib
 import math
+import threading
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 ECE_BINS = 10
 FINE_BINS = 10_000
 EPS = 1e-7
 NAN = float("nan")
+
+
+def import_in_background() -> threading.Thread:
+    """Import scikit-learn on a thread: 2 s at startup that the worker spends joining its group."""
+    thread = threading.Thread(
+        target=importlib.import_module,
+        args=("sklearn.metrics",),
+        name="import-sklearn",
+        daemon=True,
+    )
+    thread.start()
+    return thread
 
 
 def expected_calibration_error(
@@ -40,6 +53,8 @@ def expected_calibration_error(
 
 def quality(scores: np.ndarray, labels: np.ndarray, delays_ms: np.ndarray | None = None) -> dict:
     """AUC, PR-AUC, logloss, ECE, base rate (and label delay p50/p95 in s) of labelled scores."""
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
     n = len(scores)
     out: dict[str, float] = {"n": float(n)}
     both = n > 0 and 0 < labels.sum() < n

@@ -166,6 +166,7 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     from stream.kafka.app import WINDOWS_TABLE, create_app, open_store, run_app
     from stream.kafka.publish import Publisher
     from stream.kafka.store import WindowStore
+    from stream.online_metrics import import_in_background
     from stream.quality import install_quality
     from stream.threads import AdaptiveThreads
     from stream.upkeep import install_timers
@@ -223,6 +224,7 @@ def _run(settings: Settings, loglevel: str, pseudonymizer: Any, metrics: Any, se
     line = startup_line(settings, runtime, partitions, pseudonymizer.key_id, server.server_port)
     click.echo(line, err=True)
     logthrottle.install()  # a broker outage: a few clear lines, not ~60 client errors a second
+    import_in_background()  # scikit-learn, for online quality, while the group join waits
     try:
         run_app(sapp, loglevel)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,13 @@ import torch
 
 from model.bundle import CHECKPOINT_FILE, MODEL_FILE, TOKENIZER_DIR, sha256_file, validate_bundle
 from model.encoding import EncodingConfig
-from model.export import ExportError, export_bundle, load_checkpoint, synthetic_batch
+from model.export import (
+    ExportError,
+    check_serving_tokenizer,
+    export_bundle,
+    load_checkpoint,
+    synthetic_batch,
+)
 from model.model import BehaviorBert, ModelConfig, Probabilities, default_base_dir
 from model.runtime import load_tokenizer
 from model.tiny import tiny_bert_config
@@ -88,3 +95,19 @@ def test_re_export_replaces_an_existing_bundle(tmp_path: Path, tokenizer) -> Non
     )
 
     assert first.files[MODEL_FILE] != second.files[MODEL_FILE]
+
+
+def test_export_refuses_a_tokenizer_that_serving_would_read_differently(
+    tmp_path: Path,
+    tokenizer,  # type: ignore[no-untyped-def]
+) -> None:
+    saved = tmp_path / "tok"
+    tokenizer.save_pretrained(str(saved))
+    check_serving_tokenizer(tokenizer, saved, ENCODING)  # as saved: the same ids
+    spec = json.loads((saved / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["view"], vocab["cart"] = vocab["cart"], vocab["view"]  # what serving would then read
+    (saved / "tokenizer.json").write_text(json.dumps(spec))
+
+    with pytest.raises(ExportError, match="unlike training"):
+        check_serving_tokenizer(tokenizer, saved, ENCODING)

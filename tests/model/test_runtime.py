@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,14 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from model.bundle import META_FILE, MODEL_FILE, BundleError
+from model.bundle import META_FILE, MODEL_FILE, TOKENIZER_DIR, BundleError
+from model.encoding import (
+    Encoder,
+    EncodingConfig,
+    ServingTokenizer,
+    load_serving_tokenizer,
+    load_tokenizer,
+)
 from model.runtime import Runtime
 from model.tiny import synthetic_windows
 
@@ -160,3 +169,29 @@ def test_unreadable_model_without_hash_check_is_still_a_bundle_error(
 
     with pytest.raises(BundleError, match="corrupt"):
         Runtime.load(bundle)
+
+
+def test_serving_loads_without_transformers(tiny_bundle: Path) -> None:
+    # transformers takes seconds to import; every worker start and recovery would pay them.
+    code = (
+        "import sys; from model.runtime import Runtime; "
+        f"r = Runtime.load({str(tiny_bundle)!r}, device='cpu'); r.predict([[]]); "
+        "print(type(r.encoder.tokenizer).__name__, 'transformers' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["ServingTokenizer", "False"]
+
+
+def test_serving_tokenizer_gives_the_training_tokenizer_ids(tiny_bundle: Path) -> None:
+    tokenizer_dir = tiny_bundle / TOKENIZER_DIR
+    training, serving = load_tokenizer(tokenizer_dir), load_serving_tokenizer(tokenizer_dir)
+    windows, _ = synthetic_windows(200, seed=5)
+    cfg = EncodingConfig(separator=";", summary=True)
+
+    trained = [Encoder(training, cfg).encode(w).input_ids for w in windows]
+    served = [Encoder(serving, cfg).encode(w).input_ids for w in windows]
+
+    assert served == trained
+    assert isinstance(serving, ServingTokenizer)
