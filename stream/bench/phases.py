@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,33 +151,30 @@ def phase_ceiling(
     return info, ceiling, CeilingProbe(runtime, batches, best, opts.max_batch, opts.window_size)
 
 
-def ceiling_before(
-    ceiling: dict[str, Any], probe: CeilingProbe, events: Sequence[Event], opts: BenchOptions
+def pair_with_probes(
+    phase: dict[str, Any], probes: Sequence[Mapping[str, Any]], ceiling: dict[str, Any]
 ) -> None:
-    """The best count's ceiling on the max-rate run's own windows, just before that run."""
-    probe.use_events(events)
-    ceiling["before_optimized"] = probe.measure(opts.ceiling_seconds, opts.progress)
-
-
-def ceiling_after(
-    ceiling: dict[str, Any], probe: CeilingProbe, opts: BenchOptions, say: Say
-) -> None:
-    """The same again after the max-rate run, pooled with the one before (the target's yardstick).
+    """Compare each part of the max-rate run with the ceiling measured on both sides of it.
 
     The host's own speed drifts by tens of percent within seconds (a shared machine), so the
-    pipeline is compared with the ceiling on its own windows, measured on both sides of its run,
-    as mean rates (stalls count, as they do in the pipeline), not with one median taken before.
+    pipeline is compared with the ceiling on its own windows, measured next to each part, as
+    mean rates (stalls count, as they do in the pipeline), not with one median taken before.
+    The paired ratio is the time the parts would take at their ceilings over the time they took.
     """
-    before = ceiling["before_optimized"]
-    ceiling["after_optimized"] = after = probe.measure(2 * opts.ceiling_seconds, opts.progress)
-    ceiling["around_optimized_preds_per_s"] = pooled = pooled_rate(before, after)
-    say(
-        f"  ceiling on the run's windows, {probe.threads} torch threads, mean rate: "
-        f"{before['preds_per_s_mean']:,.0f} preds/s before the run, "
-        f"{after['preds_per_s_mean']:,.0f} after; pooled {pooled or 0:,.0f}"
-    )
-    del probe.runtime
-    gc.collect()
+    ceiling["probes"] = list(probes)
+    ceiling["around_optimized_preds_per_s"] = pooled_rate(*probes) if probes else None
+    expected_s = taken_s = 0.0
+    for k, part in enumerate(phase.get("parts") or []):
+        if k + 1 >= len(probes) or not part["preds_per_s"]:
+            continue
+        rate = pooled_rate(probes[k], probes[k + 1])
+        if not rate:
+            continue
+        part["ceiling_preds_per_s"] = rate
+        part["over_ceiling"] = round(part["preds_per_s"] / rate, 3)
+        expected_s += part["predictions"] / rate
+        taken_s += part["predictions"] / part["preds_per_s"]
+    ceiling["paired_over_ceiling"] = round(expected_s / taken_s, 3) if taken_s > 0 else None
 
 
 THREAD_ROW = ("preds_per_s", "preds_per_cpu_s", "batch_ms_p50")
@@ -193,15 +191,21 @@ def thread_counts(cores: int) -> list[int]:
 
 
 class OtherCpu:
-    """CPU that the broker and the bench itself (replay, reader) take from the worker's cores."""
+    """CPU that the broker and the bench itself (replay, reader) take from the worker's cores.
+
+    Counted while running: `pause` stops the count (a ceiling probe between parts is the bench's
+    own work, not the pipeline's), `resume` starts it again.
+    """
 
     def __init__(self, broker: EmbeddedBroker) -> None:
         import psutil
 
         pid = broker.process.pid if broker.process is not None else None
         self.procs = {"broker": psutil.Process(pid) if pid else None, "bench": psutil.Process()}
-        self.started = time.monotonic()
-        self.cpu = {name: self._cpu(proc) for name, proc in self.procs.items()}
+        self.wall = 0.0
+        self.used: dict[str, float | None] = dict.fromkeys(self.procs, 0.0)
+        self.running = False
+        self.resume()
 
     @staticmethod
     def _cpu(proc: Any) -> float | None:
@@ -210,15 +214,42 @@ class OtherCpu:
         times = proc.cpu_times()
         return float(times.user + times.system)
 
-    def cores_busy(self) -> dict[str, float | None]:
-        """{"broker_cores_busy": ..., "bench_cores_busy": ...} since construction."""
-        wall = time.monotonic() - self.started
-        out: dict[str, float | None] = {}
+    def resume(self) -> None:
+        self.started = time.monotonic()
+        self.cpu = {name: self._cpu(proc) for name, proc in self.procs.items()}
+        self.running = True
+
+    def pause(self) -> None:
+        if not self.running:
+            return
+        self.running = False
+        self.wall += time.monotonic() - self.started
         for name, proc in self.procs.items():
-            before, now = self.cpu[name], self._cpu(proc)
-            busy = (now - before) / wall if before is not None and now is not None else None
+            before, now, used = self.cpu[name], self._cpu(proc), self.used[name]
+            ok = before is not None and now is not None and used is not None
+            self.used[name] = used + now - before if ok else None  # type: ignore[operator]
+
+    def cores_busy(self) -> dict[str, float | None]:
+        """{"broker_cores_busy": ..., "bench_cores_busy": ...} over the time counted."""
+        self.pause()
+        out: dict[str, float | None] = {}
+        for name, used in self.used.items():
+            busy = used / self.wall if used is not None and self.wall > 0 else None
             out[f"{name}_cores_busy"] = round(busy, 3) if busy is not None else None
         return out
+
+
+def counted_apart(pause: Callable[[int], None], others: OtherCpu) -> Callable[[int], None]:
+    """`pause`, with the broker's and the bench's CPU not counted while it runs."""
+
+    def run(k: int) -> None:
+        others.pause()
+        try:
+            pause(k)
+        finally:
+            others.resume()
+
+    return run
 
 
 @dataclass
@@ -235,6 +266,8 @@ class Stage:
         """Run one pipeline phase, print its headline figures, keep latencies for the CDF."""
         opts = self.opts
         ticks, others = host_cpu_ticks(), OtherCpu(self.broker)
+        if spec.pause is not None:
+            spec = dataclasses.replace(spec, pause=counted_apart(spec.pause, others))
         obs = run_phase(
             spec, self.broker.bootstrap, self.bundle, opts.out, opts.partitions, opts.progress
         )
@@ -258,11 +291,46 @@ class Stage:
         return phase
 
 
-def phase_optimized(stage: Stage, events: list[Event]) -> dict[str, Any]:
-    """The worker as designed, replay at max rate."""
-    stage.say(f"[2/6] optimized pipeline: {len(events):,} events at max rate")
-    opts = stage.opts
-    return stage.run(PhaseSpec("optimized", events, opts.worker_args(), profile=opts.profile))
+def phase_optimized(
+    stage: Stage,
+    events: list[Event],
+    probe: CeilingProbe | None = None,
+    ceiling: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The worker as designed, replay at max rate in `opts.parts` parts; with a probe, the
+    ceiling on the run's windows before, between and after them (the worker up and idle)."""
+    opts, say = stage.opts, stage.say
+    parts = f" in {opts.parts} parts" if opts.parts > 1 else ""
+    say(f"[2/6] optimized pipeline: {len(events):,} events at max rate{parts}")
+    probes: list[dict[str, Any]] = []
+
+    def measure(k: int) -> None:
+        assert probe is not None
+        probes.append(probe.measure(opts.ceiling_seconds, opts.progress))
+        where = "before part 1" if k == 0 else f"after part {k}"
+        say(f"  ceiling {where}: {probes[-1]['preds_per_s_mean']:,.0f} preds/s (mean rate)")
+
+    if probe is not None:
+        probe.use_events(events)
+    spec = PhaseSpec(
+        "optimized",
+        events,
+        opts.worker_args(),
+        profile=opts.profile,
+        parts=opts.parts,
+        pause=measure if probe is not None else None,
+    )
+    phase = stage.run(spec)
+    if probe is not None and ceiling is not None:
+        pair_with_probes(phase, probes, ceiling)
+        say(
+            f"  pipeline / ceiling next to each part: {ceiling['paired_over_ceiling']}; "
+            f"parts {[part.get('over_ceiling') for part in phase.get('parts', [])]}; "
+            f"idle worker during the probes: {phase.get('paused_cores_busy')} cores"
+        )
+        del probe.runtime
+        gc.collect()
+    return phase
 
 
 def phase_intake(stage: Stage, outcomes: bool = True) -> dict[str, Any]:

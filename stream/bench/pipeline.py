@@ -8,7 +8,7 @@ Everything is measured from the outside: intake and predictions from the predict
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,20 @@ class PhaseSpec:
     profile: bool = False  # py-spy the worker while it works
     workers: int = 1  # worker processes in one consumer group (the N-processes intake option)
     env: dict[str, str] = field(default_factory=dict)  # extra worker environment
+    # The events in this many consecutive parts, each replayed once the previous one is fully
+    # predicted; `pause(k)` runs with the worker idle before part k and after the last (k = parts).
+    parts: int = 1
+    pause: Callable[[int], None] | None = None
+
+
+@dataclass
+class Part:
+    """One part of a phase: its predictions (a slice of Observed.predictions), workers around it."""
+
+    first: int
+    end: int
+    before: Sample
+    after: Sample
 
 
 @dataclass
@@ -53,6 +67,8 @@ class Observed:
     samples: list[Sample]
     final: Sample
     profile: dict[str, Any] | None = None
+    parts: list[Part] = field(default_factory=list)  # only when the phase ran in parts
+    paused_cores_busy: float | None = None  # the idle workers' CPU while `pause` ran
 
 
 def produce(
@@ -84,6 +100,51 @@ def produce(
     return produced_at
 
 
+class PredictionReader:
+    """Reads a deployment's predictions from the first one on, across several waits."""
+
+    def __init__(self, settings: Settings) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        topic = settings.predictions_topic
+        self.consumer = Consumer(
+            consumer_config(settings, group_id=f"bench-reader-{settings.app_id}")
+        )
+        meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+
+    def until(
+        self, expected: dict[str, int], deadline: float, progress: bool
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Predictions read until each expected user has one with its newest event (or the
+        deadline): (those read, users still missing)."""
+        pending = dict(expected)
+        predictions: list[dict[str, Any]] = []
+        bar = tqdm(
+            total=len(expected),
+            desc="  predicted users",
+            unit="user",
+            disable=not progress,
+            leave=False,
+        )
+        try:
+            while pending and time.monotonic() < deadline:
+                for msg in self.consumer.consume(10_000, 0.2):
+                    if msg.error():
+                        continue
+                    prediction = orjson.loads(msg.value() or b"null")
+                    predictions.append(prediction)
+                    if pending.get(prediction["user"]) == prediction["last_event_ts"]:
+                        del pending[prediction["user"]]
+                        bar.update()
+        finally:
+            bar.close()
+        return predictions, len(pending)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
 def collect(
     settings: Settings, expected: dict[str, int], deadline: float, progress: bool
 ) -> tuple[list[dict[str, Any]], int]:
@@ -91,35 +152,27 @@ def collect(
 
     Returns every prediction read and the number of users still missing.
     """
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    topic = settings.predictions_topic
-    consumer = Consumer(consumer_config(settings, group_id=f"bench-reader-{settings.app_id}"))
-    meta = consumer.list_topics(topic, timeout=10).topics[topic]
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
-    pending = dict(expected)
-    predictions: list[dict[str, Any]] = []
-    bar = tqdm(
-        total=len(expected),
-        desc="  predicted users",
-        unit="user",
-        disable=not progress,
-        leave=False,
-    )
+    reader = PredictionReader(settings)
     try:
-        while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, 0.2):
-                if msg.error():
-                    continue
-                prediction = orjson.loads(msg.value() or b"null")
-                predictions.append(prediction)
-                if pending.get(prediction["user"]) == prediction["last_event_ts"]:
-                    del pending[prediction["user"]]
-                    bar.update()
+        return reader.until(expected, deadline, progress)
     finally:
-        bar.close()
-        consumer.close()
-    return predictions, len(pending)
+        reader.close()
+
+
+def split_parts(events: Sequence[Event], parts: int) -> list[list[Event]]:
+    """`parts` consecutive runs of events of (nearly) equal size.
+
+    >>> [len(p) for p in split_parts(list(range(10)), 3)]
+    [4, 3, 3]
+    """
+    size, extra = divmod(len(events), parts)
+    bounds = [k * size + min(k, extra) for k in range(parts + 1)]
+    return [list(events[bounds[k] : bounds[k + 1]]) for k in range(parts)]
+
+
+def _expected(events: Sequence[Event]) -> dict[str, int]:
+    key = BENCH_KEY.encode()
+    return {pseudonym(key, user): ts for user, ts in newest_by_user(events).items()}
 
 
 def run_phase(
@@ -127,8 +180,6 @@ def run_phase(
 ) -> Observed:
     """Run one phase against a fresh deployment and return what was observed."""
     dep = Deployment(bootstrap, partitions).create()
-    key = BENCH_KEY.encode()
-    expected = {pseudonym(key, user): ts for user, ts in newest_by_user(spec.events).items()}
     with workers(
         dep, bundle, workdir, spec.name, spec.worker_args, spec.workers, spec.env
     ) as procs:
@@ -139,16 +190,76 @@ def run_phase(
         profiler = (
             Profiler(first.pid, workdir / f"profile-{spec.name}.txt") if spec.profile else None
         )
-        started = time.monotonic()
-        produced_at = produce(dep.settings, spec.events, spec.rate, progress)
-        produce_s = time.monotonic() - started
-        predictions, missing = collect(dep.settings, expected, started + spec.time_cap_s, progress)
+        if spec.parts == 1 and spec.pause is None:
+            started = time.monotonic()
+            produced_at = produce(dep.settings, spec.events, spec.rate, progress)
+            produce_s = time.monotonic() - started
+            predictions, missing = collect(
+                dep.settings, _expected(spec.events), started + spec.time_cap_s, progress
+            )
+            parts: list[Part] = []
+            paused = None
+        else:
+            started = time.monotonic()
+            produced_at, produce_s, predictions, missing, parts, paused = _run_parts(
+                spec, dep.settings, procs, progress
+            )
         wall_s = time.monotonic() - started
         profile = profiler.stop() if profiler is not None else None
         time.sleep(1.2)  # upkeep refreshes the active-windows gauge every second
         final = combined([worker.sample() for worker in procs])
         samples = [combined(list(at)) for at in zip(*(w.samples for w in procs), strict=False)]
-    return Observed(produced_at, produce_s, predictions, missing, wall_s, samples, final, profile)
+    return Observed(
+        produced_at, produce_s, predictions, missing, wall_s, samples, final, profile, parts, paused
+    )
+
+
+def _run_parts(
+    spec: PhaseSpec, settings: Settings, procs: Sequence[Any], progress: bool
+) -> tuple[dict[tuple[str, int], float], float, list[dict[str, Any]], int, list[Part], float]:
+    """Replay the parts one after another, `spec.pause` around each (see PhaseSpec).
+
+    The bench's samplers stop while `pause` runs (it may measure the model in this process);
+    the idle workers' CPU during the pauses is returned, in cores.
+    """
+    reader = PredictionReader(settings)
+    produced_at: dict[tuple[str, int], float] = {}
+    predictions: list[dict[str, Any]] = []
+    parts, produce_s, missing = [], 0.0, 0
+    idle = {"cpu_s": 0.0, "t": 0.0}
+
+    def pause(k: int) -> None:
+        if spec.pause is None:
+            return
+        for worker in procs:
+            worker.pause_sampling()
+        before = combined([worker.sample() for worker in procs])
+        spec.pause(k)
+        after = combined([worker.sample() for worker in procs])
+        for worker in procs:
+            worker.resume_sampling()
+        for name in idle:
+            idle[name] += getattr(after, name) - getattr(before, name)
+
+    deadline = time.monotonic() + spec.time_cap_s
+    try:
+        for k, events in enumerate(split_parts(spec.events, spec.parts)):
+            pause(k)
+            before = combined([worker.sample() for worker in procs])
+            started = time.monotonic()
+            produced_at.update(produce(settings, events, spec.rate, progress))
+            produce_s += time.monotonic() - started
+            got, missing = reader.until(_expected(events), deadline, progress)
+            after = combined([worker.sample() for worker in procs])
+            parts.append(Part(len(predictions), len(predictions) + len(got), before, after))
+            predictions += got
+            if missing:
+                break
+        pause(spec.parts)
+    finally:
+        reader.close()
+    paused = round(idle["cpu_s"] / idle["t"], 3) if idle["t"] > 0 else 0.0
+    return produced_at, produce_s, predictions, missing, parts, paused
 
 
 def ratio(top: float, bottom: float) -> float | None:
@@ -191,6 +302,31 @@ def mean_threads(samples: Sequence[Sample]) -> float | None:
     return round(sum(seen) / len(seen), 2) if seen else None
 
 
+@dataclass(frozen=True)
+class Span:
+    """Predictions of one stretch of work: how many, and the time they cover."""
+
+    count: int
+    active_s: float  # first event reached the worker -> last prediction published
+    stamps_s: float  # first -> last prediction published
+
+    def as_dict(self) -> dict[str, Any]:
+        rate = _span_rate(self.count - 1, 0.0, self.stamps_s)
+        return {"predictions": self.count, "active_s": round(self.active_s, 3), "preds_per_s": rate}
+
+
+def active_span(preds: Sequence[dict[str, Any]]) -> Span:
+    """The Span of some predictions, from their own `predicted_at` and `latency_ms`.
+
+    >>> active_span([{"predicted_at": 2000, "latency_ms": 500}, {"predicted_at": 4000,
+    ...              "latency_ms": 100}])
+    Span(count=2, active_s=2.5, stamps_s=2.0)
+    """
+    first_in = min(p["predicted_at"] - p["latency_ms"] for p in preds) / 1000
+    stamps = [p["predicted_at"] / 1000 for p in preds]
+    return Span(len(preds), max(stamps) - first_in, max(stamps) - min(stamps))
+
+
 def summarize(spec: PhaseSpec, obs: Observed) -> dict[str, Any]:
     """The phase's figures: throughput, inferences per event, latency, RSS, counts.
 
@@ -205,14 +341,18 @@ def summarize(spec: PhaseSpec, obs: Observed) -> dict[str, Any]:
         raw = raw_of.get(p["user"], "")
         newest_seen[raw] = max(newest_seen.get(raw, -1), p["last_event_ts"])
     done = reflected_events(spec.events, newest_seen)
-    first_in = min((p["predicted_at"] - p["latency_ms"] for p in preds), default=0.0) / 1000
-    stamps = [p["predicted_at"] / 1000 for p in preds]
-    last_out = max(stamps, default=0.0)
+    # A phase in parts is measured over its parts only: the worker idles between them.
+    pieces = [preds[part.first : part.end] for part in obs.parts] or [preds]
+    spans = [active_span(piece) for piece in pieces if piece]
+    active_s = sum(span.active_s for span in spans)
+    stamps_s = sum(span.stamps_s for span in spans)
     calls, consumed = obs.final.model_calls, obs.final.events
-    start, final = obs.samples[0], obs.final
-    cpu_s = final.cpu_s - start.cpu_s  # from ready (before the replay) to the end
-    sampled_s = final.t - start.t
-    busy_s = final.model_busy_s - start.model_busy_s
+    ends = [(part.before, part.after) for part in obs.parts] or [(obs.samples[0], obs.final)]
+
+    def used(name: str) -> float:  # from ready (before the replay) to the end, or per part
+        return sum(getattr(end, name) - getattr(begin, name) for begin, end in ends)
+
+    cpu_s, sampled_s, busy_s = used("cpu_s"), used("t"), used("model_busy_s")
     rss = [s.rss for s in obs.samples] + [obs.final.rss]
     return {
         "events": len(spec.events),
@@ -220,17 +360,15 @@ def summarize(spec: PhaseSpec, obs: Observed) -> dict[str, Any]:
         "events_consumed": int(consumed),
         "events_predicted": done,
         "offered_rate": spec.rate,
-        "events_per_s": _span_rate(done, first_in, last_out),
-        "preds_per_s": _span_rate(len(preds) - 1, min(stamps), last_out) if preds else None,
+        "events_per_s": _span_rate(done, 0.0, active_s),
+        "preds_per_s": _span_rate(sum(span.count - 1 for span in spans), 0.0, stamps_s),
         "end_to_end_events_per_s": round(done / obs.wall_s, 1),
         "worker_cpu_s": round(cpu_s, 2),
         "worker_cores_busy": round(cpu_s / sampled_s, 2),
-        "loop_cores_busy": round((final.loop_cpu_s - start.loop_cpu_s) / sampled_s, 3),
+        "loop_cores_busy": round(used("loop_cpu_s") / sampled_s, 3),
         # Where a model-bound pipeline loses to the ceiling: time the model waits between calls
         # (busy share < 1), or slower calls than alone (preds per model-second < the ceiling).
-        "model_busy_share": round(busy_s / (last_out - first_in), 3)
-        if last_out > first_in
-        else None,
+        "model_busy_share": round(busy_s / active_s, 3) if active_s > 0 else None,
         "preds_per_model_s": _span_rate(len(preds), 0.0, busy_s),
         "rows_per_call": round(len(preds) / calls, 1) if calls else None,
         "events_per_cpu_s": _span_rate(done, 0.0, cpu_s),
@@ -250,5 +388,7 @@ def summarize(spec: PhaseSpec, obs: Observed) -> dict[str, Any]:
         "active_windows": int(obs.final.active_windows),
         "inference_threads_mean": mean_threads(obs.samples),
         "workers": spec.workers,
+        **({"parts": [span.as_dict() for span in spans]} if obs.parts else {}),
+        **({"paused_cores_busy": obs.paused_cores_busy} if obs.paused_cores_busy else {}),
         **({"profile": obs.profile} if obs.profile else {}),
     }

@@ -17,8 +17,6 @@ from stream.bench import report as rep
 from stream.bench.data import load_data, sized_events
 from stream.bench.phases import (
     Stage,
-    ceiling_after,
-    ceiling_before,
     fixed_rate,
     phase_ceiling,
     phase_fixed_load,
@@ -54,6 +52,7 @@ class BenchOptions:
     window_size: int = 50
     partitions: int = 4
     ceiling_seconds: float = 10.0
+    parts: int = 3  # the max-rate run in parts, the ceiling measured next to each
     naive_events: int = 2_000
     naive_seconds: float = 120.0
     load_fraction: float = 0.5
@@ -178,9 +177,7 @@ def run_bench(opts: BenchOptions, repo: Path, say: Say | None = None) -> dict[st
     sweep: dict[str, Any] = {}
     with EmbeddedBroker(log_path=opts.out / "broker.log") as broker:
         stage = Stage(opts, broker, bundle, say)
-        ceiling_before(ceiling, probe, data.events, opts)
-        phases["optimized"] = opt = phase_optimized(stage, data.events)
-        ceiling_after(ceiling, probe, opts, say)
+        phases["optimized"] = opt = phase_optimized(stage, data.events, probe, ceiling)
         max_rate = opt["events_per_s"] or opt["end_to_end_events_per_s"]
         if opts.thread_sweep:
             rate = None if opts.skip_latency else fixed_rate(opts, max_rate)

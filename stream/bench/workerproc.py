@@ -129,6 +129,7 @@ class WorkerProc(WorkerLauncher):
         )
         self.samples: list[Sample] = []
         self._stop = threading.Event()
+        self._paused = threading.Event()
         self._sampler: threading.Thread | None = None
 
     def last_log_line(self) -> str:
@@ -162,12 +163,21 @@ class WorkerProc(WorkerLauncher):
     def start_sampling(self, interval: float = 0.25) -> None:
         def loop() -> None:
             while not self._stop.wait(interval):
+                if self._paused.is_set():
+                    continue
                 with contextlib.suppress(OSError, psutil.Error):
                     self.samples.append(self.sample())
 
         self.samples.append(self.sample())
         self._sampler = threading.Thread(target=loop, name="bench-sampler", daemon=True)
         self._sampler.start()
+
+    def pause_sampling(self) -> None:
+        """No samples (and no load from taking them) until resume_sampling."""
+        self._paused.set()
+
+    def resume_sampling(self) -> None:
+        self._paused.clear()
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Stop sampling, then SIGTERM the worker (SIGKILL if it does not stop in time)."""

@@ -15,6 +15,7 @@ from stream.commands.common import env_default, load_settings
 QUICK: dict[str, Any] = {
     "events": 3_000,
     "ceiling_seconds": 2.0,
+    "parts": 2,
     "naive_events": 300,
     "naive_seconds": 30.0,
     "load_seconds": 4.0,
@@ -140,6 +141,13 @@ QUICK: dict[str, Any] = {
 )
 @click.option("--skip-intake", is_flag=True, help="Skip the high-coalescing intake run.")
 @click.option(
+    "--parts",
+    type=click.IntRange(min=1, max=20),
+    help="The max-rate run in this many parts, the model ceiling measured before, between and "
+    "after them (pipeline / ceiling pairs each part with the ceiling next to it)  "
+    "[default: 3; --quick: 2]",
+)
+@click.option(
     "--thread-sweep",
     is_flag=True,
     help="Also run the optimized pipeline pinned to each torch thread count (~30 s of model each).",
@@ -172,6 +180,7 @@ def bench(
     intake_users: int,
     intake_events: int | None,
     skip_intake: bool,
+    parts: int | None,
     thread_sweep: bool,
     progress: bool | None,
 ) -> None:
@@ -231,6 +240,7 @@ def bench(
         "load_seconds": load_seconds,
         "memory_users": memory_users,
         "intake_events": intake_events,
+        "parts": parts,
     }
     sizes = {**(QUICK if quick else {}), **{k: v for k, v in given.items() if v is not None}}
     opts = dataclasses.replace(opts, **sizes)

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from stream.bench.data import memory_events, newest_by_user, prefix_windows
-from stream.bench.phases import intake_processes, thread_counts
-from stream.bench.pipeline import reflected_events
+from stream.bench.phases import intake_processes, pair_with_probes, thread_counts
+from stream.bench.pipeline import reflected_events, split_parts
 from stream.bench.profile import loop_breakdown, top_functions
 from stream.bench.report import host_cpu_ticks, markdown, ratio, steal_pct, sweep_table
 from stream.bench.workerproc import Sample, combined, parse_metrics, settled
@@ -44,6 +44,7 @@ REQUIRED_NUMBERS = (
     "optimized.preds_per_model_s",
     "ceiling.around_optimized_preds_per_s",
     "ratios.pipeline_over_ceiling_around",
+    "ratios.pipeline_over_ceiling_paired",
 )
 
 
@@ -80,6 +81,10 @@ def test_quick_report_has_every_figure(quick_run: tuple[Path, str]) -> None:
     assert [r["threads"] for r in report["ceiling"]["by_threads"]] == thread_counts(cores)
     assert report["limit"]["intake"]["events"] == report["intake"]["events"]
     assert report["optimized"]["events_predicted"] == report["data"]["events"]
+    parts = report["optimized"]["parts"]  # --quick: 2 parts, a ceiling probe on each side
+    assert len(parts) == 2 and len(report["ceiling"]["probes"]) == 3
+    assert sum(p["predictions"] for p in parts) == report["optimized"]["predictions"]
+    assert all(p["over_ceiling"] > 0 for p in parts)
     assert {"cpu", "gpu", "load_avg_1m"} <= set(report["machine"])
     for package in ("python", "torch", "faust-streaming", "confluent-kafka", "transformers"):
         assert report["versions"][package]
@@ -99,7 +104,8 @@ def test_quick_writes_markdown_and_cdf_next_to_the_json(quick_run: tuple[Path, s
     png = json_path.with_name("latency_cdf.png").read_bytes()
 
     assert "| optimized / naive events/s |" in table
-    assert "| pipeline preds/s / model ceiling (mean rate before and after the run) |" in table
+    assert "| pipeline preds/s / model ceiling (each part / the ceiling next to it) |" in table
+    assert "parts of the max-rate run: 1. " in table
     assert table in stdout
     assert png.startswith(b"\x89PNG")
 
@@ -112,6 +118,30 @@ def test_bad_bundle_is_a_one_line_error(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "not a model bundle" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_parts_are_consecutive_and_cover_every_event() -> None:
+    events = [{"user_id": "a", "ts": t} for t in range(10)]
+
+    parts = split_parts(events, 3)
+
+    assert [[e["ts"] for e in p] for p in parts] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+
+
+def test_each_part_is_paired_with_the_ceiling_on_both_sides() -> None:
+    def probe(rate: float) -> dict[str, float]:
+        return {"batches": 10, "batch_size": 100, "preds_per_s_mean": rate}
+
+    phase = {"parts": [{"predictions": 900, "preds_per_s": 180.0},
+                       {"predictions": 900, "preds_per_s": 270.0}]}  # fmt: skip
+    ceiling: dict = {}
+
+    pair_with_probes(phase, [probe(200.0), probe(200.0), probe(300.0)], ceiling)
+
+    assert [p["ceiling_preds_per_s"] for p in phase["parts"]] == [200.0, 240.0]
+    assert [p["over_ceiling"] for p in phase["parts"]] == [0.9, 1.125]
+    assert ceiling["paired_over_ceiling"] == round((900 / 200 + 900 / 240) / (5 + 900 / 270), 3)
+    assert ceiling["around_optimized_preds_per_s"] == 225.0  # every probe, pooled
 
 
 def test_prefix_windows_are_what_the_worker_predicts() -> None:
@@ -264,8 +294,9 @@ def test_ratio_and_markdown_handle_a_skipped_naive_run() -> None:
 
     assert "| naive (max rate) | skipped |" in table
     assert "| pipeline preds/s / model ceiling (median batch, before the run) | 0.500 |" in table
+    assert "| pipeline preds/s / model ceiling (mean rate of every probe) | n/a |" in table
     assert (
-        "| pipeline preds/s / model ceiling (mean rate before and after the run) | n/a |" in table
+        "| pipeline preds/s / model ceiling (each part / the ceiling next to it) | n/a |" in table
     )
     assert "| optimized / naive events/s | n/a |" in table
     assert "| model ceiling (batch 8, torch threads 1, best) |  |  | 8 |" in table
