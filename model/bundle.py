@@ -30,6 +30,9 @@ CHECKPOINT_FILE = "checkpoint.pt"
 CURVE_FILE = "curve.pt"  # learning-curve snapshots (trainable weights), written by training
 METRICS_FILE = "metrics.json"
 PLOTS_DIR = "plots"
+# extensions[SERVING_TOKENIZER] == "tokenizers": export checked that tokenizer.json read by the
+# `tokenizers` library alone gives training's ids, so serving need not import transformers.
+SERVING_TOKENIZER = "serving_tokenizer"
 
 
 class BundleError(Exception):

@@ -27,6 +27,7 @@ from model.bundle import (
     META_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    SERVING_TOKENIZER,
     TOKENIZER_DIR,
     BundleMeta,
     sha256_file,
@@ -198,4 +199,6 @@ def ensemble_meta(
         # sequential composition: private only if every member is, and then the epsilons add up
         dp_epsilon=None if None in eps else sum(e for e in eps if e is not None),
         files={MODEL_FILE: sha},
+        # the tokenizer is the first member's copied as is, so is its export check
+        extensions={k: v for k, v in ref.extensions.items() if k == SERVING_TOKENIZER},
     )  # fmt: skip

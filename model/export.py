@@ -18,6 +18,7 @@ from model.bundle import (
     METRICS_FILE,
     MODEL_FILE,
     PLOTS_DIR,
+    SERVING_TOKENIZER,
     TOKENIZER_DIR,
     BundleMeta,
     read_meta,
@@ -135,6 +136,7 @@ def export_bundle(
             metrics={**(metrics or {}), "export_parity_max_abs_diff": diff},
             dp_epsilon=dp_epsilon,
             files=files,
+            extensions={SERVING_TOKENIZER: "tokenizers"},  # checked above
             label_horizon_min=(data_fingerprint or {}).get("horizon_min"),
         )
         write_meta(staging, meta)

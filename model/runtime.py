@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from model.bundle import MODEL_FILE, TOKENIZER_DIR, BundleError, BundleMeta, validate_bundle
+from model.bundle import (
+    MODEL_FILE,
+    SERVING_TOKENIZER,
+    TOKENIZER_DIR,
+    BundleError,
+    BundleMeta,
+    validate_bundle,
+)
 from model.encoding import (
     Encoded,
     Encoder,
@@ -55,6 +62,18 @@ def fusion_of(meta: BundleMeta) -> FusionConfig | None:
     """The bundle's late-fusion inputs (None: a plain or pre-fusion bundle, or an ensemble)."""
     fusion = meta.model.get("fusion")
     return FusionConfig.from_dict(fusion) if fusion else None
+
+
+def serving_tokenizer(bundle_dir: Path, meta: BundleMeta) -> Any:
+    """`tokenizers` alone when export checked it gives training's ids; else transformers'."""
+    if meta.extensions.get(SERVING_TOKENIZER) == "tokenizers":
+        return load_serving_tokenizer(bundle_dir / TOKENIZER_DIR)
+    log.info(
+        "bundle %s predates the serving tokenizer check: loading transformers (seconds slower "
+        "to start; `bstream export` re-exports it with the check)",
+        meta.version,
+    )
+    return load_tokenizer(bundle_dir / TOKENIZER_DIR)
 
 
 def eager_from_script(script: torch.jit.ScriptModule, meta: BundleMeta) -> BehaviorBert:
@@ -110,7 +129,7 @@ class Runtime:
         device = resolve_device(device)
         try:
             encoding = EncodingConfig.from_dict(meta.encoding)
-            tokenizer = load_serving_tokenizer(bundle_dir / TOKENIZER_DIR)
+            tokenizer = serving_tokenizer(bundle_dir, meta)
             script = torch.jit.load(str(bundle_dir / MODEL_FILE), map_location="cpu")
         except (OSError, RuntimeError, ValueError, TypeError) as exc:
             raise BundleError(f"corrupt bundle {bundle_dir}: {str(exc).splitlines()[0]}") from exc

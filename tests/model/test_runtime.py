@@ -14,7 +14,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from model.bundle import META_FILE, MODEL_FILE, TOKENIZER_DIR, BundleError
+from model.bundle import META_FILE, MODEL_FILE, SERVING_TOKENIZER, TOKENIZER_DIR, BundleError
 from model.encoding import (
     Encoder,
     EncodingConfig,
@@ -195,3 +195,19 @@ def test_serving_tokenizer_gives_the_training_tokenizer_ids(tiny_bundle: Path) -
 
     assert served == trained
     assert isinstance(serving, ServingTokenizer)
+
+
+def test_a_bundle_exported_before_the_tokenizer_check_loads_with_transformers(
+    tiny_bundle: Path, runtime: Runtime, tmp_path: Path
+) -> None:
+    bundle = copy_bundle(tiny_bundle, tmp_path)
+    meta = json.loads((bundle / META_FILE).read_text())
+    assert meta["extensions"] == {SERVING_TOKENIZER: "tokenizers"}  # what export writes now
+    meta["extensions"] = {}
+    (bundle / META_FILE).write_text(json.dumps(meta))
+    windows, _ = synthetic_windows(20, seed=4)
+
+    older = Runtime.load(bundle, device="cpu")
+
+    assert not isinstance(older.encoder.tokenizer, ServingTokenizer)
+    assert older.predict(windows) == runtime.predict(windows)
