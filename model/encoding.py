@@ -297,6 +297,8 @@ def load_tokenizer(path: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(path))
 
 
+TOKENIZER_JSON = "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
 SUMMARY_WORDS = ("bought", "basket", "viewed", "items", "categories", "last", "never")
 
 
@@ -348,10 +350,6 @@ class ServingTokenizer:
 
     def get_vocab(self) -> dict[str, int]:
         return dict(self._tokenizer.get_vocab(with_added_tokens=True))
-
-
-TOKENIZER_JSON = "tokenizer.json"
-TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 def load_serving_tokenizer(path: Path) -> Any:

@@ -53,6 +53,7 @@ def expected_calibration_error(
 
 def quality(scores: np.ndarray, labels: np.ndarray, delays_ms: np.ndarray | None = None) -> dict:
     """AUC, PR-AUC, logloss, ECE, base rate (and label delay p50/p95 in s) of labelled scores."""
+    # Lazy: a worker imports scikit-learn on a thread while it joins its group (2 s at startup).
     from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
     n = len(scores)
