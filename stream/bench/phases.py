@@ -194,7 +194,7 @@ class OtherCpu:
     """CPU that the broker and the bench itself (replay, reader) take from the worker's cores.
 
     Counted while running: `pause` stops the count (a ceiling probe between parts is the bench's
-    own work, not the pipeline's), `resume` starts it again.
+    own work, not the pipeline's), `resume` starts it again; `cores_busy` is over the time counted.
     """
 
     def __init__(self, broker: EmbeddedBroker) -> None:
@@ -239,14 +239,17 @@ class OtherCpu:
         return out
 
 
-def counted_apart(pause: Callable[[int], None], others: OtherCpu) -> Callable[[int], None]:
-    """`pause`, with the broker's and the bench's CPU not counted while it runs."""
+def counted_apart(
+    pause: Callable[[int], None], others: OtherCpu, parts: int
+) -> Callable[[int], None]:
+    """`pause`, with the broker's and the bench's CPU counted only from it to the next pause:
+    over the parts, not the worker's start, the ceiling probes or the wait after the last part."""
+    others.pause()
 
     def run(k: int) -> None:
         others.pause()
-        try:
-            pause(k)
-        finally:
+        pause(k)
+        if k < parts:
             others.resume()
 
     return run
@@ -267,7 +270,7 @@ class Stage:
         opts = self.opts
         ticks, others = host_cpu_ticks(), OtherCpu(self.broker)
         if spec.pause is not None:
-            spec = dataclasses.replace(spec, pause=counted_apart(spec.pause, others))
+            spec = dataclasses.replace(spec, pause=counted_apart(spec.pause, others, spec.parts))
         obs = run_phase(
             spec, self.broker.bootstrap, self.bundle, opts.out, opts.partitions, opts.progress
         )
