@@ -39,7 +39,11 @@ class Settings(BaseSettings):
     window_max_age_s: float = Field(7 * 24 * 3600, gt=0, description="drop events older than this")
     idle_ttl_s: float = Field(24 * 3600, gt=0, description="expire windows idle this long")
     max_batch: int = Field(256, ge=1)
-    max_delay_ms: int = Field(200, ge=1)
+    # Longest wait to fill a micro-batch. Batches still grow to max_batch while the model is busy
+    # (the agent waits on the one-slot job queue meanwhile), so a short wait costs little at high
+    # load and keeps latency down at low load. Measured at 119 ev/s on 2 cores, MiniLM 3 layers:
+    # p99 324 ms at 200, 125 ms at 50, 215 ms at 25 (calls of ~6 rows, the 1-thread cost noisier).
+    max_delay_ms: int = Field(50, ge=1)
     max_event_bytes: int = Field(16 * 1024, ge=256)
     store: str = "memory://"
     data_dir: Path = Path(".bstream/worker")

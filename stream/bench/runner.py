@@ -48,7 +48,7 @@ class BenchOptions:
     model_seconds: float = 120.0
     quick: bool = False
     max_batch: int = 256
-    max_delay_ms: int = 200
+    max_delay_ms: int = 50
     window_size: int = 50
     partitions: int = 4
     ceiling_seconds: float = 10.0

@@ -160,7 +160,10 @@ class WorkerProc(WorkerLauncher):
         loop_cpu = loop.user_time + loop.system_time if loop is not None else 0.0
         return Sample(time.monotonic(), rss, cpu.user + cpu.system, **values, loop_cpu_s=loop_cpu)
 
-    def start_sampling(self, interval: float = 0.25) -> None:
+    def start_sampling(self, interval: float = 1.0) -> None:
+        # Once a second: a sample renders the worker's /metrics (1-2 ms of its CPU, py-spy showed
+        # ~1% of a core at 4 a second) and lists its threads, which the model's cores would pay.
+        # Parts and phases take their own samples at their ends; these give RSS and threads.
         def loop() -> None:
             while not self._stop.wait(interval):
                 if self._paused.is_set():
