@@ -353,7 +353,10 @@ def summarize(spec: PhaseSpec, obs: Observed) -> dict[str, Any]:
         return sum(getattr(end, name) - getattr(begin, name) for begin, end in ends)
 
     cpu_s, sampled_s, busy_s = used("cpu_s"), used("t"), used("model_busy_s")
-    rss = [s.rss for s in obs.samples] + [obs.final.rss]
+    # The sampler's looks, and those taken at the ends of parts and of the phase (a short phase
+    # may fall between two of the sampler's looks).
+    looks = [*obs.samples, *(p.after for p in obs.parts), obs.final]
+    rss = [s.rss for s in looks]
     return {
         "events": len(spec.events),
         "users": len(raw_of),
@@ -386,7 +389,7 @@ def summarize(spec: PhaseSpec, obs: Observed) -> dict[str, Any]:
         "rss_end_mb": round(obs.final.rss / 2**20, 1),
         "peak_rss_mb": round(max(rss) / 2**20, 1),
         "active_windows": int(obs.final.active_windows),
-        "inference_threads_mean": mean_threads(obs.samples),
+        "inference_threads_mean": mean_threads(looks),
         "workers": spec.workers,
         **({"parts": [span.as_dict() for span in spans]} if obs.parts else {}),
         **({"paused_cores_busy": obs.paused_cores_busy} if obs.paused_cores_busy else {}),

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stream.threads import (
     AdaptiveThreads,
@@ -17,6 +19,8 @@ from stream.threads import (
     ThreadChooser,
     WaitMeter,
     choose_threads,
+    plan_chunks,
+    plan_slices,
     prefer_passive_openmp,
     thread_cpu_clock,
 )
@@ -150,6 +154,19 @@ def test_a_slow_first_call_at_a_count_does_not_decide_against_it() -> None:
     for _ in range(2):
         chooser.record(1, rows=256, seconds=1.0)
     assert chooser.pick(2) == 2
+
+
+@given(rows=st.integers(1, 4096), threads=st.integers(1, 16))
+def test_chunks_cover_every_row_once_in_equal_shares_per_thread(rows: int, threads: int) -> None:
+    slices, _ = plan_slices(rows, threads)
+
+    chunks = plan_chunks(rows, slices)
+
+    assert [row for start, end in chunks for row in range(start, end)] == list(range(rows))
+    assert len(chunks) % slices == 0
+    sizes = [end - start for start, end in chunks]
+    assert max(sizes) - min(sizes) <= 1
+    assert slices == 1 or min(sizes) >= 32
 
 
 def test_a_sliced_call_returns_rows_in_order_from_several_threads() -> None:
