@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -23,6 +24,13 @@ MAX_TS = 4_102_444_800_000  # the schema's upper bound (year 2100)
 T0 = 1_700_000_000_000
 SLOT = "@@SLOT@@"  # replaced by a fresh user id once records are numbered
 REQUIRED = ("user_id", "event_type", "ts", "item_id")
+# Every field the schema knows: an "extra" must not be one of these with a wrong type (Hypothesis
+# draws string constants found in the code, "price" among them, as text).
+SCHEMA_FIELDS = frozenset(
+    json.loads((Path(__file__).parents[2] / "schemas" / "user_event.v1.json").read_text())[
+        "properties"
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -204,7 +212,7 @@ def pii_and_extras(draw: st.DrawFn) -> Hostile:
     extras = draw(
         st.dictionaries(
             st.sampled_from(["email", "phone", "ip", "name", "address", "userAgent", "x"])
-            | st.text(text_chars, min_size=1, max_size=10),
+            | st.text(text_chars, min_size=1, max_size=10).filter(lambda k: k not in SCHEMA_FIELDS),
             json_values,
             min_size=1,
             max_size=5,
