@@ -37,6 +37,10 @@ LOOP_SHARE_MAX = 0.35
 SMOOTHING = 0.5  # weight of the newest interval in the moving loop-busy estimate
 COST_SMOOTHING = 0.3  # weight of the newest call in a thread count's seconds-per-row estimate
 EXPLORE_EVERY = 50  # re-check the runner-up count once in this many calls (<1% of batches)
+# ... but the first re-check after more threads lose comes this many calls later, then twice as
+# late each time they lose again: one stalled 2-thread call (a host hiccup) had a max-rate run
+# on 1 thread for ~50 calls, a minute at half speed (bench run 7 of docs/DESIGN.md, part 2).
+EXPLORE_FIRST = 4
 # Model-bound while the inference thread waits less than this share of the time between calls
 # (the hand-over of results and the next job costs a few ms per batch), intake-bound again above
 # the second figure; the gap between the two keeps the cap from flapping.
@@ -98,8 +102,8 @@ class SlicedRunner:
     """Runs `predict` on a batch as chunks on 1..N threads at once; rows back in input order.
 
     The threads pull the next chunk as they finish one (plan_chunks: at least MIN_SLICE_ROWS rows,
-    up to CHUNKS_PER_THREAD per thread, as many for each), so a thread slowed by other work takes fewer chunks instead of
-    holding up the call. The calling thread is one of them.
+    up to CHUNKS_PER_THREAD per thread, as many for each), so a thread slowed by other work takes
+    fewer chunks instead of holding up the call. The calling thread is one of them.
     """
 
     def __init__(self, predict: Callable[[Sequence[Any]], list[Any]], cores: int) -> None:
@@ -250,7 +254,7 @@ class ThreadChooser:
     run kept 1 thread for 4 minutes, 0.50 of the ceiling, where 2 threads gave 0.93). A count
     looked at again after losing gets the new call's cost, not a blend with its stale one.
 
-    >>> chooser = ThreadChooser(explore_every=3)
+    >>> chooser = ThreadChooser(explore_every=8, explore_first=2)
     >>> chooser.pick(2)  # each count is tried, the cap first
     2
     >>> chooser.record(2, rows=256, seconds=5.0)  # warm-up: not counted
@@ -264,15 +268,21 @@ class ThreadChooser:
     >>> [chooser.pick(2) for _ in range(4)]  # the cheapest
     [2, 2, 2, 2]
     >>> chooser.record(2, rows=256, seconds=9.0)  # other work arrives: 2 threads now stall
-    >>> [chooser.pick(2) for _ in range(4)]  # 1 wins; 2 is looked at again every third call
-    [2, 1, 1, 2]
+    >>> [chooser.pick(2) for _ in range(3)]  # 1 wins; 2 is looked at again after 2 calls
+    [1, 1, 2]
+    >>> chooser.record(2, rows=256, seconds=9.0)  # still slow: the next look comes twice as late
+    >>> [chooser.pick(2) for _ in range(4)]  # (and never later than `explore_every` calls)
+    [1, 1, 1, 2]
     >>> chooser.record(2, rows=256, seconds=0.5)  # the load is gone: 2 wins again at once
     >>> chooser.pick(2)
     2
     """
 
-    def __init__(self, explore_every: int = EXPLORE_EVERY) -> None:
+    def __init__(self, explore_every: int = EXPLORE_EVERY, explore_first: int = EXPLORE_FIRST):
         self.explore_every = explore_every
+        self.explore_first = min(explore_first, explore_every)
+        self.look_gap = self.explore_first  # calls until more threads are looked at again
+        self.next_look: int | None = None  # the call that looks; None: the most threads win
         self.cost: dict[int, float] = {}  # threads -> smoothed seconds per row
         self.counted: dict[int, int] = {}  # threads -> calls recorded (the first is a warm-up)
         self.calls = 0
@@ -289,9 +299,17 @@ class ThreadChooser:
         limit = self.cost[ranked[0]] * (1 + FEWER_THREADS_MARGIN)
         best = max(n for n in ranked if self.cost[n] <= limit)
         more = [n for n in ranked if n > best]
-        if more and self.calls % self.explore_every == 0:
+        if not more:
+            self.look_gap, self.next_look = self.explore_first, None
+            return best
+        if self.next_look is None:
+            self.next_look = self.calls + self.look_gap
+        if self.calls >= self.next_look:
             # The best count's own calls keep its cost fresh; a count with more threads that lost
-            # under load has only a stale cost, so it is looked at again once the load may be gone.
+            # under load has only a stale cost, so it is looked at again once the load may be gone:
+            # soon after it lost (a stall passes), then less often while it keeps losing.
+            self.look_gap = min(2 * self.look_gap, self.explore_every)
+            self.next_look = self.calls + self.look_gap
             self.exploring = more[0]
             return more[0]
         return best

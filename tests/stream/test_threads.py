@@ -94,7 +94,7 @@ def test_a_fixed_count_wins(tiny_bundle: Path) -> None:
 
 
 def test_below_the_cap_the_measured_cheaper_count_wins() -> None:
-    chooser = ThreadChooser(explore_every=1000)
+    chooser = ThreadChooser(explore_every=1000, explore_first=1000)
     for _ in range(2):  # the first call at each count is a warm-up
         chooser.record(2, rows=256, seconds=2.0)  # a host busy with other work: 2 threads stall
         chooser.record(1, rows=256, seconds=0.5)
@@ -113,6 +113,23 @@ def test_fewer_threads_must_be_clearly_cheaper_to_win() -> None:
     for _ in range(5):  # now 1 thread is clearly cheaper (a busy host)
         chooser.record(2, rows=24, seconds=0.300)
     assert chooser.pick(2) == 1
+
+
+def test_more_threads_are_looked_at_soon_after_a_stall_then_less_often_up_to_the_limit() -> None:
+    chooser = ThreadChooser(explore_every=20, explore_first=4)
+    for _ in range(2):  # warm-up, then 2 threads cost half of 1
+        chooser.record(2, rows=256, seconds=0.5)
+        chooser.record(1, rows=256, seconds=1.0)
+    chooser.record(2, rows=256, seconds=20.0)  # one stalled call: 1 thread wins for now
+    looks = []
+    for call in range(120):
+        picked = chooser.pick(2)
+        if picked == 2:
+            looks.append(call)
+            chooser.record(2, rows=256, seconds=20.0)  # the stall goes on
+    gaps = [b - a for a, b in zip(looks, looks[1:], strict=False)]
+    assert looks[0] == 4
+    assert gaps[:3] == [8, 16, 20] and set(gaps[3:]) == {20}
 
 
 def test_module_examples_hold() -> None:
