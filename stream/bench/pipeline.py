@@ -200,7 +200,7 @@ def run_phase(
         profiler = (
             Profiler(first.pid, workdir / f"profile-{spec.name}.txt") if spec.profile else None
         )
-        if spec.parts == 1 and spec.pause is None:
+        if spec.parts == 1 and spec.pause is None and not spec.warmup:
             started = time.monotonic()
             produced_at = produce(dep.settings, spec.events, spec.rate, progress)
             produce_s = time.monotonic() - started
