@@ -1,7 +1,9 @@
 """The model step of a job: windows -> scores (and reasons) on the inference thread, with retries.
 
-One thread runs the model, off the event loop; the worker awaits it. A batch whose every attempt
-fails gives None, and the worker dead-letters its events instead (reason `inference_failed`).
+One thread runs the model, off the event loop; the worker awaits it. The worker may `start` a
+batch's call while the one before it still runs, so the thread goes from call to call with no wait
+for the event loop in between. A batch whose every attempt fails gives None, and the worker
+dead-letters its events instead (reason `inference_failed`).
 Reasons for the windows the explain policy picks run in one batch after the scores; a failure
 costs only the reasons.
 """
@@ -12,8 +14,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from stream.clock import now_ms
@@ -25,6 +28,7 @@ from stream.settings import Settings
 log = logging.getLogger("bstream.worker")
 INFERENCE_RETRIES = 2
 RETRY_BACKOFF_S = 0.2
+Scores = list[dict[str, float]]  # one {label: probability} per window
 
 
 class Model(Protocol):
@@ -32,7 +36,7 @@ class Model(Protocol):
 
     version: str
 
-    def predict(self, windows: Sequence[Sequence[Any]]) -> list[dict[str, float]]: ...
+    def predict(self, windows: Sequence[Sequence[Any]]) -> Scores: ...
 
 
 class Explaining(Protocol):
@@ -43,6 +47,27 @@ class Explaining(Protocol):
     def explain(
         self, windows: Sequence[Any], scores: Sequence[Any] | None = None, top_k: int = 3
     ) -> list[list[dict[str, Any]]]: ...
+
+
+def timed(predict: Callable[[Any], Scores], inputs: Any) -> tuple[Scores, float]:
+    """`predict(inputs)` and its seconds, timed on the thread that runs it (not its wait)."""
+    started = time.perf_counter()
+    scores = predict(inputs)
+    return scores, time.perf_counter() - started
+
+
+@dataclass
+class Call:
+    """A batch's model call on the inference thread: it runs once the calls before it are done."""
+
+    inputs: list[list[dict[str, Any]]]
+    model: Model
+    result: asyncio.Future[tuple[Scores, float]]
+
+
+def _retrieve(result: asyncio.Future[Any]) -> None:
+    if not result.cancelled():
+        result.exception()  # a call left behind by a stopping worker logs nothing at exit
 
 
 class Inference:
@@ -61,21 +86,35 @@ class Inference:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bstream-infer")
         self.rng = random.Random()  # the sample-rate explain policy
 
-    async def predict(self, targets: list[Target]) -> list[OutRecord] | None:
-        """Prediction records for the targets, or None when every attempt failed."""
-        loop = asyncio.get_running_loop()
+    def start(self, targets: list[Target]) -> Call:
+        """Queue the model call for these targets behind the calls already on the thread."""
         inputs = model_inputs(targets)
         model = self.model  # one model per batch: a hot swap takes effect from the next batch
+        return Call(inputs, model, self._submit(model, inputs))
+
+    def _submit(self, model: Model, inputs: list[list[dict[str, Any]]]) -> asyncio.Future[Any]:
+        result = asyncio.get_running_loop().run_in_executor(
+            self.executor, timed, model.predict, inputs
+        )
+        result.add_done_callback(_retrieve)
+        return result
+
+    async def predict(
+        self, targets: list[Target], call: Call | None = None
+    ) -> list[OutRecord] | None:
+        """Prediction records for the targets (`call`: already started), or None if all failed."""
+        call = call or self.start(targets)
         for attempt in range(INFERENCE_RETRIES + 1):
-            started = time.monotonic()
             try:
-                scores = await loop.run_in_executor(self.executor, model.predict, inputs)
-                self.metrics.inference_seconds.observe(time.monotonic() - started)
-                reasons = await self.reasons(inputs, scores)
+                if attempt:
+                    call.result = self._submit(call.model, call.inputs)
+                scores, seconds = await call.result
+                self.metrics.inference_seconds.observe(seconds)
+                reasons = await self.reasons(call.inputs, scores)
                 return prediction_records(
                     targets,
                     scores,
-                    model.version,
+                    call.model.version,
                     self.key_id,
                     now_ms=now_ms(),
                     now_mono=time.monotonic(),

@@ -4,9 +4,10 @@ A worker starts on the registry's champion (its --model bundle is the fallback),
 models topic on a Faust timer. A new champion is loaded on a thread of its own (sha256 of model.ts
 checked against the announcement, labels and window checked, then `Runtime.load`, which warms every
 length bucket up) while the old model keeps serving. The swap itself is one assignment on the event
-loop: `Inference.predict` takes the model once per batch, so the batch in flight finishes on the
-old model and the next batch is the first on the new one. Nothing is re-consumed or skipped, and
-each partition's predictions change version once, in batch order. A failed load or warm-up leaves
+loop: `Inference.start` takes the model once per batch, so the batches whose calls have started
+(one running, at most one queued) finish on the old model and the next is the first on the new
+one. Nothing is re-consumed or skipped, and each partition's predictions change version once, in
+batch order. A failed load or warm-up leaves
 the old model serving: one log line, `bstream_model_swaps_total{outcome="failed"}` and the error in
 /health (`lifecycle`). The old model is dropped and collected after the swap.
 
@@ -344,7 +345,7 @@ class ModelSwapper:
     def _swap_champion(self, made: Announcement, runtime: Any, seconds: float) -> None:
         old = self.champion_version
         worker = self.worker
-        worker.inference.model = self.wrap(runtime)  # the next batch is the first on it
+        worker.inference.model = self.wrap(runtime)  # the next batch to start is the first on it
         if worker.inference.explainer is not None and self.explainer is not None:
             worker.inference.explainer = self.explainer(runtime)
         self.champion, self.champion_version = made, runtime.version

@@ -11,8 +11,11 @@ predictions go out in one producer batch per partition (`Publisher.enqueue`), no
 per-key table path.
 
 Overlap: the body hands each coalesced batch to a one-slot queue and returns, so batch k+1 is
-decoded and written to its windows while batch k is on the inference thread. Jobs are inferred and
-handed to the producer in order; up to MAX_UNACKED_JOBS then wait for the broker's acks.
+decoded and written to its windows while batch k is on the inference thread. A queued job's model
+call is started as it is queued: it runs right after batch k's, while the event loop publishes
+batch k (without explanations; with them a job's reasons would wait behind the next call). Jobs are
+inferred and handed to the producer in order; up to MAX_UNACKED_JOBS then wait for the broker's
+acks.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from stream.clock import now_ms
-from stream.inference import Inference
+from stream.inference import Call, Inference
 from stream.intake import (
     Event,
     Job,
@@ -51,6 +54,14 @@ class Shadow(Protocol):
     """A challenger scoring next to the champion (stream.modelswap.ShadowScorer)."""
 
     async def publish(self, worker: StreamWorker, job: Job) -> list[Awaitable[Any]]: ...
+
+
+@dataclass
+class Queued:
+    """A job waiting for the job runner, with its model call if already started."""
+
+    job: Job
+    call: Call | None = None
 
 
 @dataclass
@@ -81,7 +92,7 @@ class StreamWorker:
         self.executor = inference.executor  # the inference thread (stream.modelswap shadows on it)
         self.next_offset: dict[int, int] = {}  # events partition -> next offset to consume
         self.in_memory = settings.store.startswith("memory:")
-        self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=1)  # one waiting + one running
+        self.queue: asyncio.Queue[Queued] = asyncio.Queue(maxsize=1)  # one waiting + one running
         self.quality: Any = None  # stream.quality.Quality: outcomes, online metrics, drift
         self.stopping = False
         self._stopper: asyncio.Future[None] | None = None
@@ -125,10 +136,16 @@ class StreamWorker:
             await self.hand_over(Job([], [], [], self.store.tick, held=held))
 
     async def hand_over(self, job: Job) -> None:
-        """Hold the job's events (released in `release`, after the broker acks), then queue it."""
+        """Hold the job's events (released in `release`, after the broker acks), then queue it.
+
+        Its model call starts once it is queued, so it runs as soon as the call ahead of it ends.
+        """
         for event in (*job.events, *job.held):
             event.message.incref()
-        await self.queue.put(job)
+        queued = Queued(job)
+        await self.queue.put(queued)
+        if job.targets and self.inference.explainer is None:
+            queued.call = self.inference.start(job.targets)  # before the runner can take it
 
     def update_window(
         self, update: UserUpdate, last: Event, changelog: list[OutRecord]
@@ -179,9 +196,10 @@ class StreamWorker:
         turn: asyncio.Future[None] | None = None  # the previous job's changelog handed over
         acked: asyncio.Future[bool] | None = None  # the previous job's events acked (True)
         while True:
-            job = await self.queue.get()
+            queued = await self.queue.get()
+            job = queued.job
             try:
-                published = await self.publish(job)
+                published = await self.publish(job, queued.call)
                 loop = asyncio.get_running_loop()
                 mine, done = loop.create_future(), loop.create_future()
                 released = asyncio.ensure_future(
@@ -198,11 +216,11 @@ class StreamWorker:
             finally:
                 self.queue.task_done()
 
-    async def publish(self, job: Job) -> Published:
+    async def publish(self, job: Job, call: Call | None = None) -> Published:
         """Infer (with retries), then hand the predictions, or the events' dead letters, over."""
         if not job.targets:
             return Published([])  # every window already held its events: nothing to predict
-        records = await self.inference.predict(job.targets)
+        records = await self.inference.predict(job.targets, call)
         quality = await self.quality.on_job(job, records) if self.quality is not None else []
         if records is None:
             letters = [inference_letter(e.message) for e in job.events]

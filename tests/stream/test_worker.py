@@ -6,6 +6,7 @@ The real worker, store, intake, inference and outputs with the real tiny model; 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,36 @@ def test_failed_inference_is_retried_then_given_up(
     assert (
         inference.metrics.inference_failures._value.get() == inference_module.INFERENCE_RETRIES + 1
     )
+
+
+def test_the_next_batchs_model_call_runs_while_the_previous_batch_is_published(
+    runtime: Any,
+) -> None:
+    """The inference thread goes on to the next call without waiting for the event loop."""
+    started: list[float] = []
+
+    class Recorded:  # the real model; notes when each call starts
+        version = runtime.version
+
+        def predict(self, windows: Any) -> Any:
+            started.append(time.monotonic())
+            return runtime.predict(windows)
+
+    harness, published = Harness(Recorded()), []
+    enqueue = harness.sink.enqueue
+
+    async def slow_enqueue(topic: str, records: Any) -> Any:
+        if topic == harness.settings.predictions_topic:
+            await asyncio.sleep(0.3)  # the loop is busy with batch 1's outputs meanwhile
+            published.append(time.monotonic())
+        return await enqueue(topic, records)
+
+    harness.sink.enqueue = slow_enqueue  # type: ignore[method-assign]
+    out = harness.run([event("a", 1)], [event("b", 2)])
+    harness.close()
+
+    assert [p["window_size"] for p in out.predictions] == [1, 1]
+    assert len(started) == 2 and started[1] < published[0]
 
 
 def test_a_later_job_acked_first_lets_no_offset_go_before_the_earlier_one(
