@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from stream.clock import now_ms
-from stream.intake import Target, model_inputs
+from stream.intake import Job, Target, model_inputs
 from stream.metrics import Metrics
 from stream.outputs import OutRecord, prediction_records, should_explain
 from stream.settings import Settings
@@ -63,6 +63,14 @@ class Call:
     inputs: list[list[dict[str, Any]]]
     model: Model
     result: asyncio.Future[tuple[Scores, float]]
+
+
+@dataclass
+class Queued:
+    """A job waiting for the worker's job runner, with its model call if already started."""
+
+    job: Job
+    call: Call | None = None
 
 
 def _retrieve(result: asyncio.Future[Any]) -> None:

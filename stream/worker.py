@@ -11,11 +11,10 @@ predictions go out in one producer batch per partition (`Publisher.enqueue`), no
 per-key table path.
 
 Overlap: the body hands each coalesced batch to a one-slot queue and returns, so batch k+1 is
-decoded and written to its windows while batch k is on the inference thread. A queued job's model
-call is started as it is queued: it runs right after batch k's, while the event loop publishes
-batch k (without explanations; with them a job's reasons would wait behind the next call). Jobs are
-inferred and handed to the producer in order; up to MAX_UNACKED_JOBS then wait for the broker's
-acks.
+decoded and written to its windows while batch k is on the inference thread. A queued job's call
+starts as it is queued, so it runs right after batch k's while the loop publishes batch k (not with
+explanations: a job's reasons would wait behind it). Jobs are inferred and handed to the producer
+in order; up to MAX_UNACKED_JOBS then wait for the broker's acks.
 """
 
 from __future__ import annotations
@@ -29,16 +28,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from stream.clock import now_ms
-from stream.inference import Call, Inference
-from stream.intake import (
-    Event,
-    Job,
-    Target,
-    UserUpdate,
-    next_window,
-    plan_groups,
-    read_batch,
-)
+from stream.inference import Call, Inference, Queued
+from stream.intake import Event, Job, Target, UserUpdate, next_window, plan_groups, read_batch
 from stream.kafka.store import Sink, WindowStore
 from stream.metrics import Metrics
 from stream.outputs import DeadLetter, OutRecord, dlq_records, inference_letter
@@ -54,14 +45,6 @@ class Shadow(Protocol):
     """A challenger scoring next to the champion (stream.modelswap.ShadowScorer)."""
 
     async def publish(self, worker: StreamWorker, job: Job) -> list[Awaitable[Any]]: ...
-
-
-@dataclass
-class Queued:
-    """A job waiting for the job runner, with its model call if already started."""
-
-    job: Job
-    call: Call | None = None
 
 
 @dataclass
