@@ -14,6 +14,12 @@
    records were committed unprocessed (measured: kill -9 fault runs lost 10 and 1,312 users; see
    docs/DESIGN.md, pitfall 15). The patch resumes the stream partitions only once the buffers
    are emptied, so the first record fetched is the committed one. Any remaining gap is logged.
+4. In the same step, a seek to the committed offsets that takes longer than
+   `broker_request_timeout` (90 s) makes Faust's `Recovery._wait` raise `ServiceStopped`, and the
+   recovery task ends with a debug line: the worker stays up with its stream partitions paused
+   and never takes another event (the CI's kill -9 scenario hung so for 10 minutes after
+   "Seek stream partitions to committed offsets"). The patch logs one ERROR line and exits
+   non-zero instead, as the recovery watchdog does, so a supervisor restarts the worker.
 """
 
 from __future__ import annotations
@@ -24,9 +30,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any
 
 from faust.tables import recovery as faust_recovery
+from faust.tables.recovery import ServiceStopped
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitResults
+
+from stream.kafka.recovery import RecoveryStalled, exit_for_restart
 
 FETCH_MAX_WAIT_MS = 100
 _create_worker_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
@@ -120,12 +129,28 @@ def resume_streams_after_clearing(step: RecoveryStep) -> RecoveryStep:
         consumer.resume_partitions, consumer.resume_flow = hold_streams, resume_flow_then_streams
         try:
             await step(self, generation_id)
+        except ServiceStopped:
+            if not self.should_stop:  # not a shutdown: a wait in the step timed out (item 4)
+                await gave_up(self)
+            raise
         finally:
             del consumer.resume_partitions, consumer.resume_flow  # back to the class's methods
             if held:  # the step stopped between the two calls: resume as Faust would have
                 resume_partitions(held)
 
     return step_in_safe_order
+
+
+async def gave_up(recovery: Any) -> None:
+    """Recovery's last step timed out while the worker runs: say so and exit for a restart."""
+    timeout = recovery.app.conf.broker_request_timeout
+    log.error(
+        "changelog recovery could not finish: seeking the stream partitions to their committed "
+        "offsets took over %.0fs (broker_request_timeout); exiting non-zero so that a supervisor "
+        "restarts the worker",
+        timeout,
+    )
+    await exit_for_restart(recovery.app, RecoveryStalled("the seek to committed offsets hung"))
 
 
 async def logged_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:

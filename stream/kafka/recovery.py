@@ -167,6 +167,14 @@ def _hard_exit() -> None:
     os._exit(EXIT_CODE)
 
 
+async def exit_for_restart(app: Any, reason: Exception) -> None:
+    """Crash the app so the worker exits non-zero; a hard exit follows if shutdown hangs."""
+    timer = threading.Timer(EXIT_GRACE_S, _hard_exit)
+    timer.daemon = True
+    timer.start()
+    await app.crash(reason)
+
+
 def install(app: Any, changelog: str, metrics: Any, stall_s: float, action: Action) -> None:
     """Watch the app's table recovery every second; act on a stall as `action` says."""
     tracker = StallTracker(stall_s)
@@ -208,10 +216,8 @@ def install(app: Any, changelog: str, metrics: Any, stall_s: float, action: Acti
             if stall is None:
                 continue
             if action == "exit":
-                timer = threading.Timer(EXIT_GRACE_S, _hard_exit)
-                timer.daemon = True
-                timer.start()
-                await app.crash(RecoveryStalled(f"changelog recovery stalled on {changelog}"))
+                stalled = RecoveryStalled(f"changelog recovery stalled on {changelog}")
+                await exit_for_restart(app, stalled)
                 return
             skipped = sum(lag.remaining for lag in stall.stuck.values())
             for tp in list(recovery.active_highwaters):

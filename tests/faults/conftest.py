@@ -16,6 +16,7 @@ COLUMNS = (
     ("dlq", "DLQ"),
     ("peak_rss_mib", "peak RSS MiB"),
     ("time_to_recover_s", "recover s"),
+    ("supervisor_restarts", "restarts"),
 )
 
 

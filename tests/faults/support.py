@@ -54,6 +54,34 @@ def kill9(worker: WorkerProcess) -> None:
     worker.proc.wait(30)
 
 
+class Supervisor:
+    """Restarts the worker when it exits non-zero on its own, as a deployment's supervisor does.
+
+    The worker's contract for what it cannot fix in place (a stalled recovery, a lost changelog)
+    is to log one ERROR line and exit non-zero (docs/DESIGN.md); Kubernetes and compose restart
+    it. A SIGKILL from the test (`kill9`) and a clean stop are left to the test.
+    """
+
+    def __init__(self, worker: WorkerProcess, every: float = 0.5) -> None:
+        self.worker, self.every = worker, every
+        self.exits: list[str] = []  # "exit code: the worker's last ERROR line", per restart
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every):
+            proc = self.worker.proc
+            code = proc.poll() if proc is not None else None
+            if code is not None and code > 0:
+                self.exits.append(f"{code}: {self.worker.last_error_line()}")
+                self.worker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def taobao_events(path: Path, limit: int) -> list[dict[str, Any]]:
     """The first `limit` Taobao rows as UserEvents (the rows `replay --limit` sends)."""
     rows = itertools.islice(read_rows(path, "taobao"), limit)

@@ -2,7 +2,9 @@
 
 Afterwards every user's newest event is reflected in their latest prediction (`last_event_ts`),
 and the window holds every distinct event of theirs: nothing consumed before a crash is lost.
-Duplicate predictions are allowed (at-least-once) and reported.
+Duplicate predictions are allowed (at-least-once) and reported. A supervisor restarts a worker
+that exits non-zero on its own (a recovery it could not finish), as a deployment's would; such
+restarts are reported too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tests.conftest import TAOBAO_SLICE, need_shared
 from tests.faults.support import (
     PredictionWatcher,
     ProcessSampler,
+    Supervisor,
     expected_for,
     finish_replay,
     kill9,
@@ -51,6 +54,7 @@ def crash_and_recover(
     watcher = PredictionWatcher(broker.bootstrap, wenv.settings.predictions_topic)
     worker = WorkerProcess(wenv, bundle, workdir, "--store", store, name="crash")
     worker.start().wait_ready()
+    supervisor = Supervisor(worker)
     peak_rss, recover_s = 0, []
     silenced, replayed_events = 0.0, 0.0  # summed over the worker's lives (metrics restart at 0)
 
@@ -78,8 +82,10 @@ def crash_and_recover(
         assert worker.proc is not None and worker.proc.poll() is None
         assert worker.metric("bstream_dlq_total") == 0
         count_replays()
+        supervisor.stop()
         assert worker.stop() == 0
     finally:
+        supervisor.stop()
         replay.kill()
         watcher.close()
         if worker.proc is not None and worker.proc.poll() is None:
@@ -102,6 +108,8 @@ def crash_and_recover(
             "dlq": 0,
             "peak_rss_mib": mib(peak_rss),
             "time_to_recover_s": round(max(recover_s), 1),
+            "supervisor_restarts": len(supervisor.exits),
+            "supervisor_restart_reasons": supervisor.exits,
             "drain_after_replay_s": round(drain_s, 1),
         }
     )

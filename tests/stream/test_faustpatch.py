@@ -8,7 +8,9 @@ from typing import Any
 
 import mode
 import pytest
+from faust.tables.recovery import ServiceStopped
 
+from stream.kafka import recovery as recovery_module
 from stream.kafka.faustpatch import eager_wait_first, resume_streams_after_clearing
 
 
@@ -101,11 +103,24 @@ class Consumer:
         self.calls.append("resume_flow")
 
 
-class Recovery:
-    """Stands for faust's Recovery: the two attributes the wrapper reads."""
+class App:
+    """Stands for the Faust app: its consumer, one setting, and `crash`, which it records."""
 
     def __init__(self) -> None:
-        self.app = type("App", (), {"consumer": Consumer()})()
+        self.consumer = Consumer()
+        self.conf = type("Conf", (), {"broker_request_timeout": 90.0})()
+        self.crashed: list[Exception] = []
+
+    async def crash(self, reason: Exception) -> None:
+        self.crashed.append(reason)
+
+
+class Recovery:
+    """Stands for faust's Recovery: the attributes the wrapper reads."""
+
+    def __init__(self, stopping: bool = False) -> None:
+        self.app = App()
+        self.should_stop = stopping
 
     def _is_changelog_tp(self, tp: str) -> bool:
         return tp.endswith("changelog")
@@ -142,3 +157,28 @@ def test_a_step_that_stops_early_still_resumes_what_it_held() -> None:
     with pytest.raises(TimeoutError):
         asyncio.run(resume_streams_after_clearing(stops)(recovery))
     assert recovery.app.consumer.calls == ["resume events"]
+
+
+async def seek_timed_out(self: Recovery, generation_id: int = 0) -> None:
+    """Faust's step when its seek outlives broker_request_timeout: `_wait` raises ServiceStopped."""
+    self.app.consumer.resume_partitions({"events"})
+    raise ServiceStopped
+
+
+def test_a_timed_out_seek_while_running_logs_one_error_and_exits(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(recovery_module, "_hard_exit", lambda: None)  # the 30-s backstop
+    recovery = Recovery()
+    with pytest.raises(ServiceStopped):
+        asyncio.run(resume_streams_after_clearing(seek_timed_out)(recovery))
+    assert [type(e).__name__ for e in recovery.app.crashed] == ["RecoveryStalled"]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "took over 90s" in errors[0] and "exiting non-zero" in errors[0]
+
+
+def test_a_shutdown_during_recovery_stops_quietly_as_before() -> None:
+    recovery = Recovery(stopping=True)
+    with pytest.raises(ServiceStopped):
+        asyncio.run(resume_streams_after_clearing(seek_timed_out)(recovery))
+    assert recovery.app.crashed == []

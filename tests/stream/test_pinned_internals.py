@@ -235,8 +235,22 @@ def check_12() -> None:
     assert built.record_count() == 0 and callable(built.close)
 
 
+@pin("Recovery._wait raises ServiceStopped when its wait times out")
+def check_recovery_wait_timeout() -> None:
+    # faustpatch item 4 turns this into an ERROR line and an exit; a timed-out wait must still
+    # reach the step as ServiceStopped (mode's wait_first reports a timeout as "stopped")
+    recovery = faust_recovery.Recovery(app("recovery"), tables=None)
+
+    async def timed_out() -> None:
+        await recovery._wait(asyncio.sleep(5), timeout=0.01)
+
+    with pytest.raises(faust_recovery.ServiceStopped):
+        asyncio.run(timed_out())
+    assert "except ServiceStopped" in source(faust_recovery.Recovery._restart_recovery.fun)
+
+
 def test_every_patched_module_has_its_pins() -> None:
-    assert len(PINS) == 13
+    assert len(PINS) == 14
 
 
 @pytest.mark.parametrize("name", sorted(PINS))
