@@ -20,13 +20,20 @@
    and never takes another event (the CI's kill -9 scenario hung so for 10 minutes after
    "Seek stream partitions to committed offsets"). The patch logs one ERROR line and exits
    non-zero instead, as the recovery watchdog does, so a supervisor restarts the worker.
+5. After a rebalance, the first records fetched from a stream partition can start past the
+   offset that Faust's recovery sought to (the rebalance fault scenario, 2 of 7 runs on
+   2026-12-03: "the fetch skipped offsets 1225-1548", a second after "Worker ready"; the users of
+   those records lost their events). Faust counts such a jump as acked. The patch instead seeks
+   the partition back to the offset Faust expects, once per jump, and drops the rest of that
+   partition's fetched batch: the skipped records are read again (at least once), and a jump
+   that comes back after the rewind is counted as Faust would, with the warning of item 3.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any
 
 from faust.tables import recovery as faust_recovery
@@ -41,6 +48,7 @@ FETCH_MAX_WAIT_MS = 100
 _create_worker_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
 _wait_first = faust_consumer.Consumer.wait_first
 _add_gap = faust_consumer.Consumer._add_gap
+_getmany = faust_consumer.Consumer.getmany
 _resume_streams = faust_recovery.Recovery._resume_streams
 _on_recovery_completed = faust_recovery.Recovery.on_recovery_completed
 log = logging.getLogger("bstream.consumer")
@@ -153,6 +161,41 @@ async def gave_up(recovery: Any) -> None:
     await exit_for_restart(recovery.app, RecoveryStalled("the seek to committed offsets hung"))
 
 
+GetMany = Callable[..., AsyncIterator[tuple[Any, Any]]]
+
+
+def rewinding_jumps(getmany: GetMany) -> GetMany:
+    """Wrap `Consumer.getmany`: a stream partition whose records jump past its read offset is
+    sought back to that offset (once per jump) instead of being counted as acked (item 5)."""
+
+    async def getmany_without_jumps(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        rewound: set[Any] = set()  # partitions sought back in this batch: skip their other records
+        tried: set[tuple[Any, int]] = getattr(self, "_bstream_rewinds", set())
+        self._bstream_rewinds = tried
+        async for tp, message in getmany(self, timeout):
+            if tp in rewound:
+                continue
+            read = self._read_offset.get(tp)
+            jump = read is not None and read > 0 and message.offset > read + 1
+            if jump and (tp, read) not in tried and self.app.topics.acks_enabled_for(tp.topic):
+                tried.add((tp, read))
+                rewound.add(tp)
+                log.warning(
+                    "the fetch of %s partition %d jumped from offset %d to %d; reading from %d "
+                    "again",
+                    tp.topic,
+                    tp.partition,
+                    read,
+                    message.offset,
+                    read,
+                )
+                await self.seek(tp, read)
+                continue
+            yield tp, message
+
+    return getmany_without_jumps
+
+
 async def logged_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
     """`Consumer._add_gap`, with a warning: offsets Faust will count as acked without a record."""
     log.warning(
@@ -172,6 +215,7 @@ def install() -> None:
     )
     faust_consumer.Consumer.wait_first = eager_wait_first  # type: ignore[method-assign]
     faust_consumer.Consumer._add_gap = logged_gap  # type: ignore[method-assign]
+    faust_consumer.Consumer.getmany = rewinding_jumps(_getmany)  # type: ignore[method-assign]
     recovery: Any = faust_recovery.Recovery
     recovery._resume_streams = resume_streams_after_clearing(_resume_streams)
     recovery.on_recovery_completed = resume_streams_after_clearing(_on_recovery_completed)

@@ -11,7 +11,11 @@ import pytest
 from faust.tables.recovery import ServiceStopped
 
 from stream.kafka import recovery as recovery_module
-from stream.kafka.faustpatch import eager_wait_first, resume_streams_after_clearing
+from stream.kafka.faustpatch import (
+    eager_wait_first,
+    resume_streams_after_clearing,
+    rewinding_jumps,
+)
 
 
 async def handed_over(callback: Any, suspended: asyncio.Event) -> tuple[Any, int]:
@@ -182,3 +186,70 @@ def test_a_shutdown_during_recovery_stops_quietly_as_before() -> None:
     with pytest.raises(ServiceStopped):
         asyncio.run(resume_streams_after_clearing(seek_timed_out)(recovery))
     assert recovery.app.crashed == []
+
+
+class Fetching:
+    """Stands for Faust's Consumer in the fetch loop: read offsets, acks per topic, and `seek`."""
+
+    def __init__(self, read: dict[str, int]) -> None:
+        self._read_offset = dict(read)
+        self.app = type("App", (), {"topics": type("Topics", (), {})()})()
+        self.app.topics.acks_enabled_for = lambda topic: topic != "changelog"
+        self.sought: list[tuple[str, int]] = []
+
+    async def seek(self, tp: str, offset: int) -> None:
+        self.sought.append((tp, offset))
+        self._read_offset[tp] = offset
+
+
+class TP(str):
+    @property
+    def topic(self) -> str:
+        return self.split("/")[0]
+
+    @property
+    def partition(self) -> int:
+        return int(self.split("/")[1])
+
+
+def fetched(*records: tuple[str, int]) -> Any:
+    """A `getmany` that yields these (partition, offset) records."""
+
+    async def getmany(self: Any, timeout: float) -> Any:
+        for tp, offset in records:
+            yield TP(tp), type("Message", (), {"offset": offset})()
+
+    return getmany
+
+
+def drain(consumer: Fetching, *records: tuple[str, int]) -> list[tuple[str, int]]:
+    async def run() -> list[tuple[str, int]]:
+        getmany = rewinding_jumps(fetched(*records))
+        return [(str(tp), m.offset) async for tp, m in getmany(consumer, timeout=1.0)]
+
+    return asyncio.run(run())
+
+
+def test_a_fetch_that_jumps_past_the_read_offset_is_sought_back_once() -> None:
+    consumer = Fetching({"events/1": 1224, "events/2": 40})
+    batch = [("events/1", 1549), ("events/2", 41), ("events/1", 1550)]
+    assert drain(consumer, *batch) == [("events/2", 41)]  # events/1's records are read again
+    assert consumer.sought == [("events/1", 1224)]
+    assert drain(consumer, ("events/1", 1224), ("events/1", 1225)) == [
+        ("events/1", 1224),
+        ("events/1", 1225),
+    ]
+
+
+def test_a_jump_that_comes_back_after_the_rewind_is_left_to_faust() -> None:
+    consumer = Fetching({"events/1": 1224})
+    drain(consumer, ("events/1", 1549))
+    assert drain(consumer, ("events/1", 1549)) == [("events/1", 1549)]
+    assert consumer.sought == [("events/1", 1224)]
+
+
+def test_changelog_gaps_and_unknown_read_offsets_pass_through() -> None:
+    consumer = Fetching({"changelog/0": 10})
+    records = [("changelog/0", 50), ("events/3", 900)]
+    assert drain(consumer, *records) == records
+    assert consumer.sought == []

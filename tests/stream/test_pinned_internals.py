@@ -249,8 +249,23 @@ def check_recovery_wait_timeout() -> None:
     assert "except ServiceStopped" in source(faust_recovery.Recovery._restart_recovery.fun)
 
 
+@pin("Consumer.getmany/seek/_read_offset, as the fetch loop uses them")
+def check_getmany_rewind() -> None:
+    # faustpatch item 5 wraps getmany, reads _read_offset and seeks back with Consumer.seek
+    assert inspect.isasyncgenfunction(faustpatch._getmany)
+    assert params(faustpatch._getmany) == ["self", "timeout"]
+    assert params(faust_consumer.Consumer.seek) == ["self", "partition", "offset"]
+    drain = source(faust_consumer.Consumer._drain_messages)
+    assert "getmany = self.getmany" in drain and "getmany(timeout=" in drain
+    assert "get_read_offset = self._read_offset.__getitem__" in drain
+    assert "self._read_offset[ensure_TP(partition)] = offset" in source(
+        faust_consumer.Consumer.seek
+    )
+    assert callable(app("getmany").topics.acks_enabled_for)
+
+
 def test_every_patched_module_has_its_pins() -> None:
-    assert len(PINS) == 14
+    assert len(PINS) == 15
 
 
 @pytest.mark.parametrize("name", sorted(PINS))
