@@ -21,7 +21,7 @@
    "Seek stream partitions to committed offsets"). The patch logs one ERROR line and exits
    non-zero instead, as the recovery watchdog does, so a supervisor restarts the worker.
 5. After a rebalance, the first records fetched from a stream partition can start past the
-   offset that Faust's recovery sought to (the rebalance fault scenario, 2 of 7 runs on
+   offset that Faust's recovery sought to (the rebalance fault scenario, 2 of 4 runs on
    2026-12-03: "the fetch skipped offsets 1225-1548", a second after "Worker ready"; the users of
    those records lost their events). Faust counts such a jump as acked. The patch instead seeks
    the partition back to the offset Faust expects, once per jump, and drops the rest of that
