@@ -47,6 +47,7 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 2e-4
     head_lr: float = 2e-3
+    linear_lr: float = 0.5  # fused linear parts' learning rate, as a multiple of lr (0: frozen)
     warmup: float = 0.1
     weight_decay: float = 0.01
     max_train: int | None = None  # training windows per epoch (None: all)
@@ -244,15 +245,18 @@ def make_optimizer(model: BehaviorBert, cfg: TrainConfig) -> torch.optim.Optimiz
         {"params": no_decay, "weight_decay": 0.0, "lr": cfg.lr},
         {"params": list(model.head.parameters()), "weight_decay": 0.0, "lr": cfg.head_lr},
     ]
-    # the warm-started linear parts move slowly: they start at the LR optimum on train
+    # the warm-started linear parts start at the L2-tuned LR optimum on train; Adam moves every
+    # hashed n-gram weight at the same pace however rarely it occurs, so they move slowly or not
     late = [
         p
         for name in ("feature_head", "wide")
         if hasattr(model, name)
         for p in getattr(model, name).parameters()
     ]
-    if late:
-        groups.append({"params": late, "weight_decay": 0.0, "lr": cfg.lr * 0.5})
+    for param in late:
+        param.requires_grad_(cfg.linear_lr > 0)
+    if late and cfg.linear_lr > 0:
+        groups.append({"params": late, "weight_decay": 0.0, "lr": cfg.lr * cfg.linear_lr})
     return torch.optim.AdamW(groups)
 
 
@@ -281,9 +285,13 @@ def curve_points(cfg: TrainConfig, n_train: int) -> list[tuple[str, int]]:
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the weights training changes (frozen ones are the same in every snapshot)."""
-    params = model.named_parameters()
-    return {name: param.detach().clone() for name, param in params if param.requires_grad}
+    """A copy of the weights training changes, and the fused linear parts (calibration rescales
+    those in the final model, so a snapshot must carry its own even when they are frozen)."""
+    return {
+        name: param.detach().clone()
+        for name, param in model.named_parameters()
+        if param.requires_grad or name.startswith(("feature_head.", "wide."))
+    }
 
 
 def train_model(

@@ -157,6 +157,13 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
     help="Encoder learning rate (head: 10x).",
 )
 @click.option(
+    "--linear-lr",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="Fused linear parts' learning rate, as a multiple of --lr (0: keep the LR warm start).",
+)
+@click.option(
     "--layers",
     type=click.IntRange(min=0),
     default=3,

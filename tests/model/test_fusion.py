@@ -24,6 +24,7 @@ from model.fusion import (
 from model.model import BehaviorBert, ModelConfig, default_base_dir
 from model.runtime import Runtime, load_tokenizer
 from model.tiny import TINY_ENCODING, synthetic_windows, tiny_bert_config
+from model.train import TrainConfig, make_optimizer, trainable_state
 
 
 def test_ngram_ids_are_stable_distinct_and_in_range() -> None:
@@ -98,3 +99,16 @@ def test_fused_bundle_runtime_uses_features_and_ngrams(tmp_path: Path) -> None:
     assert abs(float(eager) - probs[0]) < 1e-4
     plain = Encoder(tokenizer, TINY_ENCODING).encode(windows[0])
     assert with_fusion(windows[0], plain, TINY_ENCODING, fusion) == encoded[0]
+
+
+def test_linear_lr_zero_keeps_the_warm_started_linear_parts_out_of_training() -> None:
+    model, _ = fused_model()
+    linear = [model.feature_head.weight, model.feature_head.bias, model.wide.weight]
+
+    optimizer = make_optimizer(model, TrainConfig(linear_lr=0.0))
+    snapshot = trainable_state(model)
+
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert not any(p.requires_grad or id(p) in in_optimizer for p in linear)
+    assert {"feature_head.weight", "feature_head.bias", "wide.weight"} <= snapshot.keys()
+    assert make_optimizer(model, TrainConfig()).param_groups[-1]["lr"] == 2e-4 * 0.5
