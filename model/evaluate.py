@@ -202,9 +202,11 @@ def evaluate(
     }
     names = [n for n in scores if not n.startswith("bert")]
     best_baseline = max(names, key=lambda n: models[n]["pr_auc"])  # best on test: conservative
-    diff, lo, hi = paired_bootstrap(
-        y_te, scores["bert"], scores[best_baseline], pr_auc, n_boot, seed
-    )
+    each = {
+        name: paired_bootstrap(y_te, scores["bert"], scores[name], pr_auc, n_boot, seed)
+        for name in names
+    }
+    diff, lo, hi = each[best_baseline]
     result = {
         "models": models,
         "baselines": {"source": source, "stored": bool(stored), "names": names},
@@ -213,6 +215,9 @@ def evaluate(
             "bert_minus_best_baseline_pr_auc": diff,
             "bert_minus_best_baseline_pr_auc_ci": [lo, hi],
             "bootstrap_resamples": n_boot,
+            "bert_minus_each_baseline_pr_auc": {
+                name: {"diff": d, "ci": [low, high]} for name, (d, low, high) in each.items()
+            },
         },
         "data": {**data.stats, "fingerprint": data.fingerprint, "n_test_evaluated": len(test)},
         "features": list(FEATURE_NAMES),
@@ -331,6 +336,16 @@ def markdown(result: dict[str, Any]) -> str:
         f"{comp['bert_minus_best_baseline_pr_auc']:+.4f} (paired bootstrap 95% CI "
         f"{ci[0]:+.4f} to {ci[1]:+.4f}, {comp.get('bootstrap_resamples', 'n/a')} resamples).",
         "",
+    ]
+    each = comp.get("bert_minus_each_baseline_pr_auc", {})
+    if each:
+        lines += ["| BERT PR-AUC minus | difference (paired bootstrap 95% CI) |", "| --- | --- |"]
+        lines += [
+            f"| {name} | {d['diff']:+.4f} ({d['ci'][0]:+.4f} to {d['ci'][1]:+.4f}) |"
+            for name, d in each.items()
+        ]
+        lines.append("")
+    lines += [
         "![ROC](roc.png) ![PR](pr.png) ![Calibration](calibration.png)",
         "",
     ]

@@ -19,6 +19,8 @@ def train_args(sim_file: Path, tiny_base: Path, out: Path) -> list[str]:
         *("--base", str(tiny_base)),
         *("--max-train", "256", "--batch-size", "32", "--lr", "1e-3", "--max-minutes", "1"),
         *("--max-len", "64", "--val-size", "500"),
+        # the budget in CPU time, so that other work on the host cannot cut the epoch short
+        *("--clock", "cpu"),
     ]
 
 
@@ -69,6 +71,10 @@ def test_eval_writes_the_report_json_with_every_model(
     assert full["baselines"]["stored"] and "stored in the bundle" in result.output
     lo, hi = full["comparison"]["bert_minus_best_baseline_pr_auc_ci"]
     assert lo <= full["comparison"]["bert_minus_best_baseline_pr_auc"] <= hi
+    each = full["comparison"]["bert_minus_each_baseline_pr_auc"]
+    assert set(each) == set(models) - {"bert"}
+    assert each[full["comparison"]["best_baseline"]]["ci"] == [lo, hi]
+    assert "| BERT PR-AUC minus |" in (tmp_path / "eval" / "report.md").read_text()
     for m in models.values():
         assert {"auc", "pr_auc", "logloss", "ece", "n_test", "n_pos"} <= set(m)
         assert m["n_test"] > m["n_pos"] > 0 and 0 <= m["pr_auc"] <= 1
