@@ -127,8 +127,12 @@ def evaluate(
     refit_baselines: bool = False,
     scratch: Path | None = None,
     learning_curve: bool = False,
+    split: str = "test",
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
     """Score the bundle and its baselines on test: (report, test scores, test y).
+
+    `split="val"` scores the val split instead, to choose between bundles without touching test
+    (thresholds are then fitted on the rows they are scored on).
 
     Baselines: those stored in the bundle (default), or re-fitted on `data`'s train/val split.
     `scratch`: a bundle trained with `--init scratch` (the pretraining ablation), scored alongside.
@@ -136,7 +140,9 @@ def evaluate(
     train, val, test = (data.split(name) for name in ("train", "val", "test"))
     if not train or not val or not test:
         raise ValueError(f"a split is empty: train {len(train)}, val {len(val)}, test {len(test)}")
-    test = subsample(test, max_test, seed)
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be test or val, not {split!r}")
+    test = subsample(test if split == "test" else val, max_test, seed)
     y_te = np.array([e.labels[0] for e in test])
     y_va = np.array([e.labels[0] for e in val])
     if y_te.sum() == 0 or y_va.sum() == 0:
@@ -208,6 +214,7 @@ def evaluate(
     }
     diff, lo, hi = each[best_baseline]
     result = {
+        "split": split,
         "models": models,
         "baselines": {"source": source, "stored": bool(stored), "names": names},
         "comparison": {
@@ -229,7 +236,7 @@ def evaluate(
     }
     if learning_curve:
         result["learning_curve"] = curve_rows(
-            bundle, data, test, (best_baseline, scores[best_baseline]), n_boot, seed
+            bundle, data, test, (best_baseline, scores[best_baseline]), n_boot, seed, split
         )
     return result, scores, y_te
 
@@ -298,12 +305,13 @@ def _ci(value: float, ci: Sequence[float]) -> str:
 def markdown(result: dict[str, Any]) -> str:
     models = result["models"]
     first = next(iter(models.values()))
+    split = result.get("split", "test")
     lines = [
-        "# Evaluation: fine-tuned BERT vs baselines (time split, test part)",
+        f"# Evaluation: fine-tuned BERT vs baselines (time split, {split} part)",
         "",
         f"Baselines: {result.get('baselines', {}).get('source', 'n/a')}.",
         "",
-        f"Test rows: {first['n_test']}, positives: {first['n_pos']} "
+        f"{split.capitalize()} rows: {first['n_test']}, positives: {first['n_pos']} "
         f"(base rate {first['base_rate']:.4f}).",
         "",
         f"BERT training: {models['bert']['params'].get('privacy', 'n/a')}; "
@@ -332,7 +340,7 @@ def markdown(result: dict[str, Any]) -> str:
     ci = comp.get("bert_minus_best_baseline_pr_auc_ci", [float("nan")] * 2)
     lines += [
         "",
-        f"BERT PR-AUC minus best baseline ({comp['best_baseline']}, best on test): "
+        f"BERT PR-AUC minus best baseline ({comp['best_baseline']}, best on {split}): "
         f"{comp['bert_minus_best_baseline_pr_auc']:+.4f} (paired bootstrap 95% CI "
         f"{ci[0]:+.4f} to {ci[1]:+.4f}, {comp.get('bootstrap_resamples', 'n/a')} resamples).",
         "",
@@ -355,7 +363,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [
             "## Pretraining ablation",
             "",
-            f"The same architecture, tokens and budget from random weights (bert_scratch): test "
+            f"The same architecture, tokens and budget from random weights (bert_scratch): {split} "
             f"PR-AUC {a['scratch_pr_auc']:.4f}; pretrained minus scratch "
             f"{a['pretrained_minus_scratch_pr_auc']:+.4f} (paired bootstrap 95% CI {lo:+.4f} to "
             f"{hi:+.4f}).",
@@ -368,6 +376,7 @@ def markdown(result: dict[str, Any]) -> str:
                 result["learning_curve"],
                 result["models"]["bert"]["pr_auc"],
                 result["models"][best]["pr_auc"],
+                split,
             )
         )
     return "\n".join(lines)

@@ -38,8 +38,10 @@ def curve_rows(
     baseline: tuple[str, np.ndarray],
     n_boot: int,
     seed: int,
+    split: str = "test",
 ) -> list[dict[str, Any]]:
-    """One row per snapshot: windows seen, test PR-AUC and its paired difference to `baseline`."""
+    """One row per snapshot: windows seen, PR-AUC on `test` (rows of `split`), and its paired
+    difference to `baseline`."""
     if not has_curve(bundle):
         raise ValueError(
             f"{bundle} has no learning-curve snapshots ({CURVE_FILE}); "
@@ -50,7 +52,7 @@ def curve_rows(
     fusion = model.config.fusion_config()
     buckets = fusion.ngram_buckets if fusion and fusion.ngram_buckets else NGRAM_BUCKETS
     window = int(runtime.meta.encoding.get("window", 50))
-    prep = prepare(data, "test", runtime.encoder, window, buckets, None)
+    prep = prepare(data, split, runtime.encoder, window, buckets, None)
     index = {(e.user, e.index): i for i, e in enumerate(prep.examples)}
     prep = prep.subset([index[(e.user, e.index)] for e in test])
     y = prep.y[:, 0]
@@ -70,13 +72,15 @@ def curve_rows(
     return rows
 
 
-def markdown(rows: Sequence[dict[str, Any]], final_pr_auc: float, baseline_pr_auc: float) -> str:
+def markdown(
+    rows: Sequence[dict[str, Any]], final_pr_auc: float, baseline_pr_auc: float, split: str = "test"
+) -> str:
     """The learning-curve table of the eval report."""
     name = rows[0]["baseline"] if rows else "baseline"
     lines = [
         "## Learning curve (the training run's weights after N windows seen)",
         "",
-        f"| windows seen | test PR-AUC | minus {name} (95% CI) |",
+        f"| windows seen | {split} PR-AUC | minus {name} (95% CI) |",
         "| --- | --- | --- |",
     ]
     for r in rows:
@@ -89,7 +93,7 @@ def markdown(rows: Sequence[dict[str, Any]], final_pr_auc: float, baseline_pr_au
         f"| the bundle (best on val, calibrated) | {final_pr_auc:.4f} "
         f"| {final_pr_auc - baseline_pr_auc:+.4f} |",
         "",
-        f"{name} (best baseline on test) PR-AUC: {baseline_pr_auc:.4f}.",
+        f"{name} (best baseline on {split}) PR-AUC: {baseline_pr_auc:.4f}.",
         "",
         "![Learning curve](learning_curve.png)",
         "",

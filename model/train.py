@@ -57,7 +57,7 @@ class TrainConfig:
     eval_every: int = 300  # steps
     patience: int = 4  # evaluations without val PR-AUC gain (0: no early stopping)
     average_top: int = 3  # average the weights of the k best checkpoints if val prefers it
-    recent_frac: float = 1.0  # sample from the most recent share of train prefixes
+    recent_frac: float = 1.0  # fine-tune on the newest share of train windows (1: all)
     layers: int | None = 3  # keep only the base model's first N layers (None: all)
     causal: bool = False  # causal attention: every event of a window is a training example
     freeze_word_embeddings: bool = True  # 12M rarely used params; Adam on them costs time
@@ -96,6 +96,9 @@ class TrainResult:
     curve: list[dict[str, Any]] = field(default_factory=list)  # label, windows, step, state
 
 
+VAL_SEED = 0  # not TrainConfig.seed: a new seed must not move the yardstick
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -120,6 +123,15 @@ def sample_train(
     chosen = rng.sample(pos, n_pos) + rng.sample(neg, n_neg)
     rng.shuffle(chosen)
     return chosen
+
+
+def val_sample(n_val: int, size: int) -> list[int]:
+    """Rows of the val split used for early stopping: fixed, whatever the seed or train sample.
+
+    >>> val_sample(10, 3) == val_sample(10, 3)
+    True
+    """
+    return sorted(random.Random(VAL_SEED).sample(range(n_val), min(size, n_val)))
 
 
 Targets = list[tuple[int, tuple[float, ...]]]  # (token position, labels); position -1: whole window
@@ -318,7 +330,8 @@ def train_model(
     order = {id(e): i for i, e in enumerate(train_prep.examples)}
     chosen = sample_train(train_prep.examples, cfg, rng)
     train = train_prep.subset([order[id(e)] for e in chosen])
-    val_rows = sorted(rng.sample(range(len(val_prep.examples)), min(cfg.val_size, len(val_prep.y))))
+    # the same val rows for every seed and sample: runs are compared on one yardstick
+    val_rows = val_sample(len(val_prep.examples), cfg.val_size)
     val = val_prep.subset(val_rows)
     val_y = val.y[:, 0]
     if not train.examples or not val.examples or not val_y.any():

@@ -164,6 +164,14 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
     help="Fused linear parts' learning rate, as a multiple of --lr (0: keep the LR warm start).",
 )
 @click.option(
+    "--recent-frac",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Fine-tune the encoder on the newest share of train windows (1: all); baselines and "
+    "the linear warm start always use all.",
+)
+@click.option(
     "--layers",
     type=click.IntRange(min=0),
     default=3,
@@ -350,6 +358,13 @@ def train(data: Path, fmt: str, out: Path, base: Path | None, **opts: Any) -> No
     "--learning-curve",
     is_flag=True,
     help="Also score the training run's snapshots (5k, 15k, 30k, ... windows) on test.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["test", "val"]),
+    default="test",
+    show_default=True,
+    help="Rows to score: val to choose between bundles (settings, seeds) without looking at test.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 def evaluate(

@@ -199,6 +199,12 @@ TABLE: list[tuple[str, int, str]] = [
     ),
     ("train --data {jsonl} --out {tmp}/b --lr fast", 2, r"'--lr': 'fast' is not a valid float"),
     (
+        "train --data {jsonl} --out {tmp}/b --recent-frac 0",
+        2,
+        r"'--recent-frac': 0.0 is not in the range 0<x<=1",
+    ),
+    ("eval --bundle {tmp} --data {jsonl} --split train", 2, r"'--split': 'train' is not one of"),
+    (
         "train --data {jsonl} --out {tmp}/b --batch-size 0",
         2,
         r"'--batch-size': 0 is not in the range x>=1",

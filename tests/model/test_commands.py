@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from model.bundle import read_meta
+from model.data import load_data
 from stream.commands.model import bench_model, evaluate, export, train
 
 
@@ -97,6 +98,22 @@ def test_eval_refit_baselines_is_a_named_option(
     full = json.loads(report.read_text())
     assert not full["baselines"]["stored"] and "--refit-baselines" in result.output
     assert {"logreg", "lightgbm", "ngram_lr"} <= set(full["models"])
+
+
+def test_eval_split_val_scores_the_val_rows_and_says_so(
+    trained: Path, sim_file: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "r.json"
+    args = ["--bundle", str(trained), "--data", str(sim_file), "--json", str(report),
+            "--out", str(tmp_path / "eval"), "--resamples", "20", "--split", "val"]  # fmt: skip
+
+    result = CliRunner().invoke(evaluate, args)
+
+    assert result.exit_code == 0, result.output
+    full = json.loads(report.read_text())
+    n_val = len(load_data(sim_file, "jsonl").split("val"))
+    assert full["split"] == "val" and full["models"]["bert"]["n_test"] == n_val
+    assert "(time split, val part)" in result.output and f"Val rows: {n_val}," in result.output
 
 
 def test_eval_reports_the_pretraining_ablation_and_the_learning_curve(
