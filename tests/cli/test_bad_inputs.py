@@ -203,7 +203,7 @@ TABLE: list[tuple[str, int, str]] = [
         2,
         r"'--recent-frac': 0.0 is not in the range 0<x<=1",
     ),
-    ("eval --bundle {tmp} --data {jsonl} --split train", 2, r"'--split': 'train' is not one of"),
+    ("eval --bundle {bundle} --data {jsonl} --split train", 2, r"'--split': 'train' is not one of"),
     (
         "train --data {jsonl} --out {tmp}/b --batch-size 0",
         2,
